@@ -1,0 +1,5 @@
+"""``python -m adaptiveblur``."""
+
+from adaptiveblur.cli import entry
+
+entry()

@@ -1,0 +1,54 @@
+"""Window radius and Gaussian weights. No I/O, no tiling.
+
+The gather model: a pixel ``p`` with sigma ``s`` averages the square window of radius
+``radius_for(s, truncate) = floor(truncate * s + 0.5)`` around it with weights
+``exp(-d^2 / (2 s^2))``, normalised by their sum. This is the radius rule of
+``scipy.ndimage.gaussian_filter``, so a constant sigma map reproduces it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+DEFAULT_TRUNCATE = 3.0
+
+# Below this sigma the radius is 0 for any truncate <= 3 (the pixel is left as it is);
+# clamping keeps exp(-d^2 / (2 s^2)) finite at d = 0 for s = 0.
+_SIGMA_FLOOR = 1e-3
+
+
+def radius_for(sigma: float, truncate: float = DEFAULT_TRUNCATE) -> int:
+    """Window radius in pixels for one sigma: ``floor(truncate * sigma + 0.5)``."""
+    return int(math.floor(truncate * float(sigma) + 0.5))
+
+
+def radius_map(sigma: torch.Tensor, truncate: float = DEFAULT_TRUNCATE) -> torch.Tensor:
+    """Per-pixel window radius (int64 tensor, same shape as ``sigma``).
+
+    Computed in float64 so it agrees with :func:`radius_for` (and scipy) even where
+    ``truncate * sigma + 0.5`` lands on an integer.
+    """
+    return torch.floor(sigma.to(torch.float64) * float(truncate) + 0.5).to(torch.int64)
+
+
+def gaussian_taps(
+    sigma: torch.Tensor, radius: torch.Tensor, offsets: torch.Tensor
+) -> torch.Tensor:
+    """1-D Gaussian weights of each pixel at each offset, zero outside its own window.
+
+    Args:
+        sigma: ``(...)`` per-pixel sigma, float.
+        radius: ``(...)`` per-pixel radius (as from :func:`radius_map`).
+        offsets: ``(K,)`` integer offsets ``-R..R``.
+
+    Returns:
+        ``(..., K)`` weights ``exp(-d^2 / (2 sigma^2))`` for ``|d| <= radius``, else 0.
+        Not normalised; the caller divides by the window's total weight.
+    """
+    s = sigma.clamp_min(_SIGMA_FLOOR).unsqueeze(-1)
+    d = offsets.to(sigma.dtype)
+    taps = torch.exp(-(d * d) / (2.0 * s * s))
+    inside = offsets.abs() <= radius.unsqueeze(-1)
+    return taps * inside

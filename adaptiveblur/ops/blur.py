@@ -1,0 +1,153 @@
+"""``adaptive_blur``: validate, choose the device, plan tiles, run the backend, stitch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from adaptiveblur.borders import BORDER_MODES, DEFAULT_BORDER, read_window
+from adaptiveblur.devices import resolve_device
+from adaptiveblur.errors import InvalidParameterError
+from adaptiveblur.kernels import DEFAULT_TRUNCATE, radius_for, radius_map
+from adaptiveblur.ops import reference
+from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, MIN_TILE_PIXELS, plan_tiles, tile_side
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def adaptive_blur(
+    image: torch.Tensor,
+    sigma: torch.Tensor | float,
+    *,
+    truncate: float = DEFAULT_TRUNCATE,
+    border: str = DEFAULT_BORDER,
+    device: str | torch.device | None = None,
+    max_memory: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """Blur every pixel with its own Gaussian (gather model).
+
+    ``out(p) = sum_q G_s(p)(q - p) I(q) / sum_q G_s(p)(q - p)`` over the square window of
+    radius ``floor(truncate * s(p) + 0.5)`` around ``p``. A pixel whose sigma is 0 (or
+    small enough that its radius is 0) is returned unchanged. With a constant sigma
+    this equals ``scipy.ndimage.gaussian_filter(image, s, mode='mirror', truncate=truncate)``.
+
+    Args:
+        image: ``(B, C, H, W)`` or ``(C, H, W)`` floating tensor.
+        sigma: per-pixel sigma in pixels, ``(B, 1, H, W)``, ``(1, 1, H, W)``, ``(1, H, W)``
+            or ``(H, W)`` (broadcast over batch and channels), or one number.
+        truncate: window radius in sigmas (``> 0``).
+        border: ``"reflect"`` (mirror, default), ``"replicate"`` or ``"constant"`` (zeros).
+        device: where to compute (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``);
+            default: the image's device. The result comes back on the image's device.
+        max_memory: bytes the temporaries may take at once (default 1 GiB). Tiles
+            and window chunks are sized to fit, for any image size and sigma.
+        progress: called as ``progress(tiles_done, tiles_total)`` after each tile.
+
+    Returns:
+        Tensor of the image's shape, dtype and device. Computed in float32
+        (float64 when the image is float64).
+
+    Raises:
+        InvalidParameterError: bad shapes, dtypes, sigma (negative, NaN, inf) or options.
+        DeviceUnavailableError: the requested device is not available.
+
+    Example:
+        >>> import torch
+        >>> image = torch.rand(3, 8, 8)
+        >>> out = adaptive_blur(image, torch.zeros(8, 8))  # sigma 0: unchanged
+        >>> torch.equal(out, image)
+        True
+    """
+    batched = _check_image(image)
+    sigma_map = _check_sigma(sigma, batched)
+    check_blur_options(truncate, border, max_memory)
+    target = resolve_device(device, fallback=image.device)
+    compute_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
+
+    source = batched.to(device=target, dtype=compute_dtype)
+    sigma_map = sigma_map.to(device=target, dtype=compute_dtype)
+    batch, channels, height, width = source.shape
+    sigma_map = sigma_map.expand(batch, 1, height, width)
+
+    budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
+    element = source.element_size()
+    widest = 2 * radius_for(float(sigma_map.max()), truncate) + 1
+    per_window_row = batch * (channels + 2) * widest * element  # bytes per pixel per window row
+    side = tile_side(per_window_row * widest, budget, height, width)
+    rows_per_chunk = max(1, min(widest, budget // max(per_window_row * side * side, 1)))
+    if side * side > MIN_TILE_PIXELS:
+        rows_per_chunk = widest
+
+    output = torch.empty_like(source)
+    tiles = plan_tiles(height, width, side)
+    for done, tile in enumerate(tiles, start=1):
+        tile_sigma = sigma_map[..., tile.y0 : tile.y1, tile.x0 : tile.x1]
+        tile_radius = radius_map(tile_sigma, truncate)
+        halo = int(tile_radius.max())
+        padded = read_window(
+            source, tile.y0 - halo, tile.y1 + halo, tile.x0 - halo, tile.x1 + halo, border
+        )
+        output[..., tile.y0 : tile.y1, tile.x0 : tile.x1] = reference.blur_tile(
+            padded, tile_sigma, tile_radius, halo, rows_per_chunk
+        )
+        if progress is not None:
+            progress(done, len(tiles))
+
+    result = output.to(device=image.device, dtype=image.dtype)
+    return result if image.dim() == 4 else result[0]
+
+
+def _check_image(image: torch.Tensor) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor):
+        raise InvalidParameterError(f"expected image to be a torch.Tensor, got {type(image).__name__}")
+    if image.dim() not in (3, 4):
+        raise InvalidParameterError(
+            f"expected image of shape (C, H, W) or (B, C, H, W), got {tuple(image.shape)}"
+        )
+    if not image.is_floating_point():
+        raise InvalidParameterError(f"expected a floating-point image, got {image.dtype}")
+    if image.numel() == 0:
+        raise InvalidParameterError(f"expected a non-empty image, got shape {tuple(image.shape)}")
+    return image if image.dim() == 4 else image.unsqueeze(0)
+
+
+def _check_sigma(sigma: torch.Tensor | float, image: torch.Tensor) -> torch.Tensor:
+    batch, _, height, width = image.shape
+    if not isinstance(sigma, torch.Tensor):
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
+            raise InvalidParameterError(f"expected sigma to be a tensor or a number, got {sigma!r}")
+        sigma = torch.full((1, 1, height, width), float(sigma), dtype=torch.float64)
+    if sigma.dim() == 2:
+        sigma = sigma[None, None]
+    elif sigma.dim() == 3:
+        sigma = sigma.unsqueeze(0)
+    if sigma.dim() != 4 or sigma.shape[1] != 1 or sigma.shape[0] not in (1, batch) or tuple(
+        sigma.shape[-2:]
+    ) != (height, width):
+        raise InvalidParameterError(
+            f"expected sigma of shape ({batch}, 1, {height}, {width}) or ({height}, {width}), "
+            f"got {tuple(sigma.shape)}"
+        )
+    if not sigma.is_floating_point():
+        sigma = sigma.to(torch.float32)
+    finite = torch.isfinite(sigma)
+    if not bool(finite.all()):
+        raise InvalidParameterError("expected finite sigma values, got NaN or infinity")
+    low = float(sigma.min())
+    if low < 0:
+        raise InvalidParameterError(f"expected sigma >= 0 everywhere, got a minimum of {low:g}")
+    return sigma
+
+
+def check_blur_options(truncate: float, border: str, max_memory: int | None) -> None:
+    if not isinstance(truncate, (int, float)) or not math.isfinite(truncate) or truncate <= 0:
+        raise InvalidParameterError(f"expected truncate to be a finite number > 0, got {truncate!r}")
+    if border not in BORDER_MODES:
+        raise InvalidParameterError(
+            f"expected border to be one of {', '.join(sorted(BORDER_MODES))}, got {border!r}"
+        )
+    if max_memory is not None and (not isinstance(max_memory, int) or max_memory <= 0):
+        raise InvalidParameterError(f"expected max_memory to be a positive integer, got {max_memory!r}")

@@ -1,0 +1,47 @@
+"""The reference backend: the unfold-weighted-sum, one tile at a time.
+
+Always available, on any device, differentiable, and written to be read: each output
+pixel is the Gaussian-weighted mean of its own square window, formed from a strided
+(copy-free) view of every window and a per-pixel weight tensor. Temporaries hold
+``rows * K`` values per pixel, where the caller picks ``rows`` to fit its memory budget.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from adaptiveblur.kernels import gaussian_taps
+from adaptiveblur.tiling import chunks
+
+
+def blur_tile(
+    padded: torch.Tensor,
+    sigma: torch.Tensor,
+    radius: torch.Tensor,
+    halo: int,
+    rows_per_chunk: int,
+) -> torch.Tensor:
+    """Blur one tile whose input arrives with a halo.
+
+    Args:
+        padded: ``(B, C, h + 2*halo, w + 2*halo)`` input around the tile.
+        sigma: ``(B, 1, h, w)`` per-pixel sigma of the tile's output pixels.
+        radius: ``(B, 1, h, w)`` per-pixel window radius, all ``<= halo``.
+        halo: the largest radius in the tile.
+        rows_per_chunk: window rows handled per step (bounds the temporaries).
+
+    Returns:
+        ``(B, C, h, w)`` blurred tile.
+    """
+    size = 2 * halo + 1
+    offsets = torch.arange(-halo, halo + 1, device=padded.device)
+    taps = gaussian_taps(sigma, radius, offsets)  # (B, 1, h, w, K), same for both axes
+    # windows[b, c, y, x, i, j] = padded[b, c, y + i, x + j]: a view, nothing copied.
+    windows = padded.unfold(2, size, 1).unfold(3, size, 1)
+    numerator = torch.zeros(padded.shape[:2] + sigma.shape[2:], dtype=padded.dtype, device=padded.device)
+    denominator = torch.zeros_like(sigma)
+    for start, stop in chunks(size, rows_per_chunk):
+        weights = taps[..., start:stop, None] * taps[..., None, :]  # (B, 1, h, w, rows, K)
+        numerator = numerator + (windows[..., start:stop, :] * weights).sum(dim=(-2, -1))
+        denominator = denominator + weights.sum(dim=(-2, -1))
+    return numerator / denominator

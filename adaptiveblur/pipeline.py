@@ -1,0 +1,219 @@
+"""One image from file to file: load, sigma map, blur, save.
+
+Reports progress through a callback and raises library errors; never prints, never
+exits (that is :mod:`adaptiveblur.cli`'s job).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adaptiveblur import io
+from adaptiveblur.borders import DEFAULT_BORDER
+from adaptiveblur.color import linear_to_srgb, srgb_to_linear
+from adaptiveblur.errors import InputImageError, InvalidParameterError, OutputImageError
+from adaptiveblur.kernels import DEFAULT_TRUNCATE
+from adaptiveblur.ops import adaptive_blur
+from adaptiveblur.ops.blur import ProgressCallback, check_blur_options
+from adaptiveblur.sigma import DEFAULT_CHANNEL, check_mapping, intensity, sigma_from_intensity
+
+STDIO = "-"
+# Below this blurred alpha a pixel is fully transparent: its colour is kept, not divided.
+_ALPHA_FLOOR = 1e-6
+
+
+@dataclass(frozen=True)
+class BlurSettings:
+    """How to turn an image into a sigma map and blur it (the options of ``adaptiveblur run``)."""
+
+    max_sigma: float
+    min_sigma: float = 0.0
+    gamma: float = 1.0
+    invert: bool = False
+    channel: str = DEFAULT_CHANNEL
+    truncate: float = DEFAULT_TRUNCATE
+    border: str = DEFAULT_BORDER
+    linear: bool = False
+    device: str = "auto"
+    max_memory: int | None = None
+
+    def check(self) -> None:
+        """Raise :class:`InvalidParameterError` for any bad value, before any work is done."""
+        check_mapping(self.min_sigma, self.max_sigma, self.gamma)
+        check_blur_options(self.truncate, self.border, self.max_memory)
+
+
+def sigma_map_for(image: io.Image, settings: BlurSettings, sigma_source: io.Image | None = None) -> torch.Tensor:
+    """The ``(H, W)`` float32 sigma map of ``image`` (from ``sigma_source`` when given).
+
+    Raises:
+        InputImageError: ``sigma_source`` is not the image's size.
+    """
+    source = image if sigma_source is None else sigma_source
+    if source.pixels.shape[:2] != image.pixels.shape[:2]:
+        raise InputImageError(
+            f"the sigma map is {_size(source)} but the image is {_size(image)}; "
+            "resize it or pass --resize-map"
+        )
+    pixels = torch.from_numpy(np.ascontiguousarray(source.pixels.transpose(2, 0, 1)))
+    value = intensity(pixels, source.mode, settings.channel)
+    return sigma_from_intensity(
+        value,
+        min_sigma=settings.min_sigma,
+        max_sigma=settings.max_sigma,
+        gamma=settings.gamma,
+        invert=settings.invert,
+    )
+
+
+def blur_image(
+    image: io.Image,
+    sigma_map: torch.Tensor,
+    settings: BlurSettings,
+    progress: ProgressCallback | None = None,
+) -> io.Image:
+    """Blur a decoded image with a ``(H, W)`` sigma map; returns a new :class:`io.Image`.
+
+    Alpha images are blurred premultiplied (colour times alpha, then divided by the
+    blurred alpha), so transparent pixels lend no colour and no dark fringes appear.
+    With ``settings.linear`` the colour is blurred in linear light (sRGB decoded).
+    """
+    pixels = torch.from_numpy(np.ascontiguousarray(image.pixels.transpose(2, 0, 1)))
+    color_count = pixels.shape[0] - (1 if image.has_alpha else 0)
+    color = pixels[:color_count]
+    if settings.linear:
+        color = srgb_to_linear(color)
+    if image.has_alpha:
+        alpha = pixels[color_count:]
+        stacked = torch.cat([color * alpha, alpha])
+    else:
+        stacked = color
+    blurred = adaptive_blur(
+        stacked,
+        sigma_map[None],
+        truncate=settings.truncate,
+        border=settings.border,
+        device=settings.device,
+        max_memory=settings.max_memory,
+        progress=progress,
+    )
+    out_color = blurred[:color_count]
+    if image.has_alpha:
+        out_alpha = blurred[color_count:].clamp(0.0, 1.0)
+        opaque = out_alpha > _ALPHA_FLOOR
+        out_color = torch.where(opaque, out_color / out_alpha.clamp_min(_ALPHA_FLOOR), color)
+    out_color = out_color.clamp(0.0, 1.0)
+    if settings.linear:
+        out_color = linear_to_srgb(out_color)
+    result = torch.cat([out_color, out_alpha]) if image.has_alpha else out_color
+    return io.Image(
+        pixels=result.permute(1, 2, 0).contiguous().numpy().astype(np.float32, copy=False),
+        mode=image.mode,
+        bit_depth=image.bit_depth,
+        icc_profile=image.icc_profile,
+        exif=image.exif,
+        source_format=image.source_format,
+    )
+
+
+def sigma_image(sigma_map: torch.Tensor, max_sigma: float) -> io.Image:
+    """A viewable 16-bit gray image of a sigma map: black is 0, white is ``max_sigma``."""
+    scale = max_sigma if max_sigma > 0 else 1.0
+    pixels = (sigma_map / scale).clamp(0.0, 1.0).numpy().astype(np.float32)[..., None]
+    return io.Image(pixels=pixels, mode="L", bit_depth=16)
+
+
+def run_file(
+    source: str,
+    dest: str,
+    settings: BlurSettings,
+    *,
+    map_path: str | None = None,
+    resize_map: bool = False,
+    save_sigma: str | None = None,
+    output_format: str | None = None,
+    quality: int = 95,
+    overwrite: bool = False,
+    max_pixels: int | None = io.DEFAULT_MAX_PIXELS,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """``adaptiveblur run``: read ``source``, blur, write ``dest`` atomically.
+
+    Everything that can be checked before the slow part is checked first; nothing is
+    written unless the whole result is ready.
+
+    Raises:
+        InvalidParameterError, InputImageError, OutputImageError, DeviceUnavailableError.
+    """
+    settings.check()
+    if not 1 <= quality <= 100:
+        raise InvalidParameterError(f"expected quality between 1 and 100, got {quality}")
+    _refuse_clobbering([source, map_path], [dest, save_sigma], overwrite)
+    if dest == STDIO and output_format is None:
+        raise OutputImageError("writing to stdout needs --format (for example --format png)")
+    if dest != STDIO and output_format is None and io.format_for_path(dest) is None:
+        raise OutputImageError(f"cannot tell the output format from {dest!r}; use --format")
+    if save_sigma is not None and io.format_for_path(save_sigma) is None:
+        raise OutputImageError(f"cannot tell the image format from {save_sigma!r}; use .png or .tif")
+
+    image = io.load_image(source, max_pixels=max_pixels)
+    fmt = io.check_output_format(image.mode, output_format or io.format_for_path(dest))
+    sigma_source = None
+    if map_path is not None:
+        sigma_source = io.load_image(map_path, max_pixels=max_pixels)
+        if resize_map:
+            sigma_source = _resized(sigma_source, image)
+    sigma_map = sigma_map_for(image, settings, sigma_source)
+    result = blur_image(image, sigma_map, settings, progress)
+    if save_sigma is not None:
+        io.save_image(sigma_image(sigma_map, settings.max_sigma), save_sigma)
+    io.save_image(result, dest, format=fmt, quality=quality)
+
+
+def _refuse_clobbering(inputs: list[str | None], outputs: list[str | None], overwrite: bool) -> None:
+    real_inputs = [path for path in inputs if path not in (None, STDIO)]
+    real_outputs = [path for path in outputs if path not in (None, STDIO)]
+    if len(real_outputs) == 2 and _same_file(real_outputs[0], real_outputs[1]):
+        raise OutputImageError(f"the output and --save-sigma are the same file: {real_outputs[0]!r}")
+    for out in real_outputs:
+        for inp in real_inputs:
+            if not overwrite and _same_file(inp, out):
+                raise OutputImageError(
+                    f"refusing to overwrite the input {inp!r}; pass --overwrite to replace it"
+                )
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _resized(sigma_source: io.Image, image: io.Image) -> io.Image:
+    height, width = image.pixels.shape[:2]
+    if sigma_source.pixels.shape[:2] == (height, width):
+        return sigma_source
+    planes = torch.from_numpy(np.ascontiguousarray(sigma_source.pixels.transpose(2, 0, 1)))
+    resized = torch.nn.functional.interpolate(
+        planes[None], size=(height, width), mode="bilinear", align_corners=False, antialias=True
+    )[0]
+    return io.Image(
+        pixels=resized.clamp(0, 1).permute(1, 2, 0).contiguous().numpy(),
+        mode=sigma_source.mode,
+        bit_depth=sigma_source.bit_depth,
+    )
+
+
+def _size(image: io.Image) -> str:
+    height, width = image.pixels.shape[:2]
+    return f"{width}x{height}"

@@ -1,0 +1,93 @@
+"""From an image (or a separate map) to a per-pixel sigma map.
+
+``sigma = min_sigma + (max_sigma - min_sigma) * curve(v)`` where ``v`` in ``[0, 1]`` is the
+chosen intensity (Rec. 709 luminance by default), ``curve(v) = v ** gamma`` and
+``invert`` uses ``1 - v`` instead of ``v`` (dark pixels blur most).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from adaptiveblur.color import REC709_LUMA
+from adaptiveblur.errors import InvalidParameterError
+
+CHANNELS = ("luminance", "mean", "red", "green", "blue", "alpha")
+DEFAULT_CHANNEL = "luminance"
+_COLOR_INDEX = {"red": 0, "green": 1, "blue": 2}
+
+
+def intensity(pixels: torch.Tensor, mode: str, channel: str = DEFAULT_CHANNEL) -> torch.Tensor:
+    """The value that drives sigma, per pixel.
+
+    Args:
+        pixels: ``(C, H, W)`` values in ``[0, 1]`` (straight alpha, encoded as stored).
+        mode: channel layout, one of ``"L"``, ``"LA"``, ``"RGB"``, ``"RGBA"``.
+        channel: one of :data:`CHANNELS`. For gray images ``luminance``, ``mean``
+            and the colour names all read the gray channel.
+
+    Returns:
+        ``(H, W)`` tensor in ``[0, 1]``.
+
+    Raises:
+        InvalidParameterError: unknown channel, or ``alpha`` on an image without alpha.
+    """
+    if channel not in CHANNELS:
+        raise InvalidParameterError(f"expected channel to be one of {', '.join(CHANNELS)}, got {channel!r}")
+    has_alpha = mode.endswith("A")
+    if channel == "alpha":
+        if not has_alpha:
+            raise InvalidParameterError(f"channel 'alpha' was asked for but the image ({mode}) has no alpha")
+        return pixels[-1]
+    if mode.startswith("L"):
+        return pixels[0]
+    if channel == "luminance":
+        weights = torch.tensor(REC709_LUMA, dtype=pixels.dtype, device=pixels.device)
+        return (pixels[:3] * weights[:, None, None]).sum(dim=0).clamp(0.0, 1.0)
+    if channel == "mean":
+        return pixels[:3].mean(dim=0)
+    return pixels[_COLOR_INDEX[channel]]
+
+
+def check_mapping(min_sigma: float, max_sigma: float, gamma: float) -> None:
+    """Validate the mapping's numbers; raises :class:`InvalidParameterError` naming the bad one."""
+    for name, value in (("min_sigma", min_sigma), ("max_sigma", max_sigma), ("gamma", gamma)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InvalidParameterError(f"expected {name} to be a finite number, got {value!r}")
+    if min_sigma < 0:
+        raise InvalidParameterError(f"expected min_sigma >= 0, got {min_sigma:g}")
+    if max_sigma < min_sigma:
+        raise InvalidParameterError(
+            f"expected max_sigma >= min_sigma, got max_sigma {max_sigma:g} < min_sigma {min_sigma:g}"
+        )
+    if gamma <= 0:
+        raise InvalidParameterError(f"expected gamma > 0, got {gamma:g}")
+
+
+def sigma_from_intensity(
+    value: torch.Tensor,
+    *,
+    min_sigma: float = 0.0,
+    max_sigma: float,
+    gamma: float = 1.0,
+    invert: bool = False,
+) -> torch.Tensor:
+    """Map intensities in ``[0, 1]`` to sigmas in ``[min_sigma, max_sigma]``.
+
+    Args:
+        value: ``(H, W)`` (any shape) intensities in ``[0, 1]``.
+        min_sigma: sigma where the curve is 0 (``>= 0``).
+        max_sigma: sigma where the curve is 1 (``>= min_sigma``).
+        gamma: curve exponent (``> 0``); above 1 keeps more of the image sharp.
+        invert: use ``1 - value`` (dark areas blur most).
+
+    Returns:
+        Tensor of ``value``'s shape with the sigma of each pixel, in pixels.
+    """
+    check_mapping(min_sigma, max_sigma, gamma)
+    v = value.clamp(0.0, 1.0)
+    if invert:
+        v = 1.0 - v
+    return min_sigma + (max_sigma - min_sigma) * v.pow(gamma)

@@ -1,0 +1,61 @@
+"""Independent float64 references for the blur, written plainly and separately from the library.
+
+``loop_blur`` visits every pixel and its window with numpy; ``unfold_blur`` is the
+"seed" approach from the forum question this project grew from (pad the whole image,
+``F.unfold`` every window at the largest radius, weight, sum). Neither imports
+``adaptiveblur``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+NUMPY_PAD = {"reflect": "reflect", "replicate": "edge", "constant": "constant"}
+
+
+def loop_blur(image: np.ndarray, sigma: np.ndarray, truncate: float = 3.0, border: str = "reflect") -> np.ndarray:
+    """``image (C, H, W)``, ``sigma (H, W)`` -> ``(C, H, W)`` float64, one pixel at a time."""
+    image = np.asarray(image, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    channels, height, width = image.shape
+    big = int(math.floor(truncate * float(sigma.max()) + 0.5))
+    padded = np.pad(image, ((0, 0), (big, big), (big, big)), mode=NUMPY_PAD[border])
+    out = np.empty_like(image)
+    for y in range(height):
+        for x in range(width):
+            s = float(sigma[y, x])
+            r = int(math.floor(truncate * s + 0.5))
+            if r == 0:
+                out[:, y, x] = image[:, y, x]
+                continue
+            d = np.arange(-r, r + 1, dtype=np.float64)
+            w = np.exp(-(d[:, None] ** 2 + d[None, :] ** 2) / (2 * s * s))
+            window = padded[:, y + big - r : y + big + r + 1, x + big - r : x + big + r + 1]
+            out[:, y, x] = (window * w).sum(axis=(1, 2)) / w.sum()
+    return out
+
+
+def unfold_blur(image: torch.Tensor, sigma: torch.Tensor, truncate: float = 3.0) -> torch.Tensor:
+    """Seed-style whole-image unfold: ``image (B, C, H, W)``, ``sigma (B, 1, H, W)``, reflect border.
+
+    Only valid while the largest radius is smaller than the image (``F.pad`` reflect limit).
+    """
+    image = image.double()
+    sigma = sigma.double()
+    b, c, h, w = image.shape
+    big = int(math.floor(truncate * float(sigma.max()) + 0.5))
+    k = 2 * big + 1
+    cols = F.unfold(F.pad(image, (big, big, big, big), mode="reflect"), k)  # (B, C*k*k, H*W)
+    cols = cols.view(b, c, k * k, h * w)
+    dy, dx = torch.meshgrid(torch.arange(-big, big + 1), torch.arange(-big, big + 1), indexing="ij")
+    d2 = (dy**2 + dx**2).reshape(1, k * k, 1).double()
+    cheb = torch.maximum(dy.abs(), dx.abs()).reshape(1, k * k, 1)
+    s = sigma.view(b, 1, h * w)
+    r = torch.floor(truncate * s + 0.5)
+    weights = torch.exp(-d2 / (2 * s.clamp_min(1e-12) ** 2)) * (cheb <= r)
+    out = (cols * weights[:, None]).sum(2) / weights.sum(1, keepdim=True)
+    return out.view(b, c, h, w)
