@@ -11,8 +11,8 @@ from adaptiveblur.borders import BORDER_MODES, DEFAULT_BORDER, read_window
 from adaptiveblur.devices import resolve_device
 from adaptiveblur.errors import InvalidParameterError
 from adaptiveblur.kernels import DEFAULT_TRUNCATE, radius_for, radius_map
-from adaptiveblur.ops import reference
-from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, MIN_TILE_PIXELS, plan_tiles, tile_side
+from adaptiveblur.ops.backends import DEFAULT_METHOD, choose_backend
+from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, plan_tiles, tile_side
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -24,6 +24,8 @@ def adaptive_blur(
     truncate: float = DEFAULT_TRUNCATE,
     border: str = DEFAULT_BORDER,
     device: str | torch.device | None = None,
+    method: str = DEFAULT_METHOD,
+    backend: str | None = None,
     max_memory: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> torch.Tensor:
@@ -42,6 +44,11 @@ def adaptive_blur(
         border: ``"reflect"`` (mirror, default), ``"replicate"`` or ``"constant"`` (zeros).
         device: where to compute (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``);
             default: the image's device. The result comes back on the image's device.
+        method: ``"exact"`` (default), ``"fast"`` (approximate, cost independent of
+            sigma, documented error bound) or ``"auto"`` (exact when a fused exact
+            backend runs on the device, else fast).
+        backend: force one implementation by name (see ``BACKEND_NAMES``); default: the
+            fastest available for the method and device.
         max_memory: bytes the temporaries may take at once (default 1 GiB). Tiles
             and window chunks are sized to fit, for any image size and sigma.
         progress: called as ``progress(tiles_done, tiles_total)`` after each tile.
@@ -65,6 +72,7 @@ def adaptive_blur(
     sigma_map = _check_sigma(sigma, batched)
     check_blur_options(truncate, border, max_memory)
     target = resolve_device(device, fallback=image.device)
+    chosen = choose_backend(method, backend, target)
     compute_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
 
     source = batched.to(device=target, dtype=compute_dtype)
@@ -75,11 +83,7 @@ def adaptive_blur(
     budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
     element = source.element_size()
     widest = 2 * radius_for(float(sigma_map.max()), truncate) + 1
-    per_window_row = batch * (channels + 2) * widest * element  # bytes per pixel per window row
-    side = tile_side(per_window_row * widest, budget, height, width)
-    rows_per_chunk = max(1, min(widest, budget // max(per_window_row * side * side, 1)))
-    if side * side > MIN_TILE_PIXELS:
-        rows_per_chunk = widest
+    side = tile_side(chosen.bytes_per_pixel(batch, channels, widest, element), budget, height, width)
 
     output = torch.empty_like(source)
     tiles = plan_tiles(height, width, side)
@@ -90,8 +94,8 @@ def adaptive_blur(
         padded = read_window(
             source, tile.y0 - halo, tile.y1 + halo, tile.x0 - halo, tile.x1 + halo, border
         )
-        output[..., tile.y0 : tile.y1, tile.x0 : tile.x1] = reference.blur_tile(
-            padded, tile_sigma, tile_radius, halo, rows_per_chunk
+        output[..., tile.y0 : tile.y1, tile.x0 : tile.x1] = chosen.blur_tile(
+            padded, tile_sigma, tile_radius, halo, budget
         )
         if progress is not None:
             progress(done, len(tiles))
@@ -143,6 +147,7 @@ def _check_sigma(sigma: torch.Tensor | float, image: torch.Tensor) -> torch.Tens
 
 
 def check_blur_options(truncate: float, border: str, max_memory: int | None) -> None:
+    """Raise :class:`InvalidParameterError` for a bad truncate, border or memory budget."""
     if not isinstance(truncate, (int, float)) or not math.isfinite(truncate) or truncate <= 0:
         raise InvalidParameterError(f"expected truncate to be a finite number > 0, got {truncate!r}")
     if border not in BORDER_MODES:

@@ -14,12 +14,22 @@ from adaptiveblur.kernels import gaussian_taps
 from adaptiveblur.tiling import chunks
 
 
+def available(device: torch.device) -> str | None:
+    """Always available: plain torch operations on any device."""
+    return None
+
+
+def bytes_per_pixel(batch: int, channels: int, window: int, element: int) -> int:
+    """Temporaries per output pixel with the whole ``window x window`` window at once."""
+    return batch * (channels + 2) * window * window * element
+
+
 def blur_tile(
     padded: torch.Tensor,
     sigma: torch.Tensor,
     radius: torch.Tensor,
     halo: int,
-    rows_per_chunk: int,
+    budget: int,
 ) -> torch.Tensor:
     """Blur one tile whose input arrives with a halo.
 
@@ -28,12 +38,17 @@ def blur_tile(
         sigma: ``(B, 1, h, w)`` per-pixel sigma of the tile's output pixels.
         radius: ``(B, 1, h, w)`` per-pixel window radius, all ``<= halo``.
         halo: the largest radius in the tile.
-        rows_per_chunk: window rows handled per step (bounds the temporaries).
+        budget: bytes the temporaries may take; the window is split into row
+            chunks when the whole window would not fit.
 
     Returns:
         ``(B, C, h, w)`` blurred tile.
     """
     size = 2 * halo + 1
+    batch, channels = padded.shape[:2]
+    pixels = sigma.shape[-2] * sigma.shape[-1]
+    per_row = bytes_per_pixel(batch, channels, size, padded.element_size()) // size
+    rows_per_chunk = max(1, min(size, budget // max(per_row * pixels, 1)))
     offsets = torch.arange(-halo, halo + 1, device=padded.device)
     taps = gaussian_taps(sigma, radius, offsets)  # (B, 1, h, w, K), same for both axes
     # windows[b, c, y, x, i, j] = padded[b, c, y + i, x + j]: a view, nothing copied.
