@@ -1,0 +1,1141 @@
+"""Load and save images: modes, bit depth, alpha, ICC/EXIF, stdin/stdout.
+
+Decoded images are float32 ``(H, W, C)`` arrays in ``[0, 1]`` with straight (not
+premultiplied) alpha in the last channel, in one of four layouts: ``L``, ``LA``, ``RGB``,
+``RGBA``. Every input mode pillow knows is mapped onto one of those, EXIF orientation is
+applied to the pixels, and the ICC profile and EXIF bytes ride along to the output.
+
+Pillow decodes and encodes everything except 16-bit colour PNGs (RGB, RGBA and grey+alpha),
+which pillow silently reduces to 8 bits; a small numpy PNG codec at the end of this module
+reads and writes those so that 16 bits survive a round trip.
+
+Files are written atomically (temporary file in the same directory, then ``os.replace``),
+and stdout only ever receives the fully encoded image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import secrets
+import stat
+import struct
+import sys
+import threading
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+from PIL import Image as PILImage
+from PIL import features
+
+from adaptiveblur.errors import (
+    AdaptiveBlurError,
+    InputImageError,
+    InvalidParameterError,
+    OutputImageError,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MODES",
+    "READABLE_EXTENSIONS",
+    "SUPPORTED_OUTPUT_FORMATS",
+    "Image",
+    "check_output_format",
+    "format_for_path",
+    "load_image",
+    "output_bit_depth",
+    "save_image",
+]
+
+# Twice pillow's warning threshold: the size at which pillow itself refuses to open a file.
+DEFAULT_MAX_PIXELS: int = 2 * (PILImage.MAX_IMAGE_PIXELS or 89_478_485)
+
+MODES: tuple[str, ...] = ("L", "LA", "RGB", "RGBA")
+_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+_MAX_VALUE = {8: 255, 16: 65535}
+
+# Format names (pillow's) and the aliases and extensions that select them.
+_FORMAT_ALIASES = {
+    "png": "PNG",
+    "jpg": "JPEG",
+    "jpeg": "JPEG",
+    "jpe": "JPEG",
+    "jfif": "JPEG",
+    "tif": "TIFF",
+    "tiff": "TIFF",
+    "webp": "WEBP",
+    "bmp": "BMP",
+    "dib": "BMP",
+}
+SUPPORTED_OUTPUT_FORMATS: tuple[str, ...] = tuple(
+    name
+    for name in ("PNG", "JPEG", "TIFF", "WEBP", "BMP")
+    if name != "WEBP" or features.check("webp")
+)
+_ALPHA_FORMATS = frozenset({"PNG", "TIFF", "WEBP"})
+_METADATA_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "WEBP"})
+_DISPLAY_NAMES = {"WEBP": "WebP"}
+
+_STDIO = "-"
+_EXIF_PREFIX = b"Exif\x00\x00"
+_ORIENTATION_TAG = 0x0112
+_JPEG_MAX_EXIF = 65533  # one APP1 marker; larger EXIF blocks are dropped for JPEG
+_WEBP_LOSSLESS_QUALITY = 100  # quality 100 means lossless WebP rather than "lossy, best"
+
+
+def _readable_extensions() -> frozenset[str]:
+    """Extensions (lower case, with the dot) of every format pillow can open."""
+    return frozenset(
+        ext.lower()
+        for ext, name in PILImage.registered_extensions().items()
+        if name in PILImage.OPEN
+    )
+
+
+READABLE_EXTENSIONS: frozenset[str] = _readable_extensions()
+
+
+@dataclass(eq=False)
+class Image:
+    """A decoded image, ready for processing.
+
+    Attributes:
+        pixels: float32 array of shape ``(H, W, C)`` with values in ``[0, 1]``; alpha, when
+            present, is the last channel and is straight (not premultiplied).
+        mode: channel layout, one of ``"L"``, ``"LA"``, ``"RGB"``, ``"RGBA"``.
+        bit_depth: 8 or 16, what the source stored; the output follows it where the output
+            format can hold it.
+        icc_profile: raw ICC profile bytes, or ``None``.
+        exif: raw EXIF bytes starting with ``b"Exif\\0\\0"``, with the orientation already
+            applied to ``pixels`` and reset to 1 here, or ``None``.
+        source_format: pillow's name of the format it was read from (``"PNG"``, ``"JPEG"``).
+
+    Raises:
+        InvalidParameterError: if ``mode``, ``bit_depth`` or the shape of ``pixels`` is wrong.
+    """
+
+    pixels: np.ndarray
+    mode: str
+    bit_depth: int
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    source_format: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in _CHANNELS:
+            raise InvalidParameterError(f"expected mode in {MODES}, got {self.mode!r}")
+        if self.bit_depth not in _MAX_VALUE:
+            raise InvalidParameterError(f"expected bit_depth 8 or 16, got {self.bit_depth!r}")
+        shape = tuple(getattr(self.pixels, "shape", ()))
+        channels = _CHANNELS[self.mode]
+        if len(shape) != 3 or shape[2] != channels:
+            raise InvalidParameterError(
+                f"expected pixels of shape (H, W, {channels}) for mode {self.mode}, got {shape}"
+            )
+
+    @property
+    def has_alpha(self) -> bool:
+        """Whether the last channel is alpha."""
+        return self.mode in ("LA", "RGBA")
+
+    @property
+    def color_channels(self) -> int:
+        """Number of channels that are not alpha (1 or 3)."""
+        return _CHANNELS[self.mode] - int(self.has_alpha)
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+
+
+def load_image(
+    source: str | os.PathLike[str] | BinaryIO,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Image:
+    """Decode an image file into float pixels.
+
+    Args:
+        source: a path, ``"-"`` for standard input, or a binary file object (read from its
+            current position to the end).
+        max_pixels: refuse images with more pixels than this, checked from the header before
+            anything is decoded; ``None`` or 0 means no limit.
+
+    Returns:
+        The decoded :class:`Image`, EXIF orientation applied.
+
+    Raises:
+        InputImageError: the source is missing, a directory, unreadable, empty, not an
+            image, corrupt, truncated, unsupported or larger than ``max_pixels``.
+        InvalidParameterError: ``max_pixels`` is negative.
+    """
+    limit = _pixel_limit(max_pixels)
+    name = _source_name(source)
+    with _input_stream(source, name) as stream:
+        head = _read(stream, name, 32)
+        if not head:
+            raise InputImageError(f"cannot read '{name}': file is empty")
+        stream.seek(0)
+        if _is_png16_colour(head):
+            return _load_png16(_read(stream, name), name, limit)
+        return _load_with_pillow(stream, name, limit)
+
+
+def _pixel_limit(max_pixels: int | None) -> int | None:
+    """Normalise ``max_pixels``: ``None`` for no limit, else a positive int."""
+    if max_pixels is None or max_pixels == 0:
+        return None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)):
+        raise InvalidParameterError(f"expected max_pixels to be an int, got {max_pixels!r}")
+    if max_pixels < 0:
+        raise InvalidParameterError(f"expected max_pixels >= 0, got {max_pixels}")
+    return int(max_pixels)
+
+
+def _source_name(source: object) -> str:
+    """How to name the source in messages."""
+    if isinstance(source, str) and source == _STDIO:
+        return "<stdin>"
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) else "<stream>"
+
+
+@contextlib.contextmanager
+def _input_stream(source: str | os.PathLike[str] | BinaryIO, name: str) -> Iterator[BinaryIO]:
+    """Yield a seekable binary stream positioned at the start of the image data."""
+    if isinstance(source, str) and source == _STDIO:
+        yield io.BytesIO(_read(sys.stdin.buffer, name))
+        return
+    if not isinstance(source, (str, os.PathLike)):
+        # Pillow seeks to 0 itself, so a caller's stream is copied from where it stands.
+        yield io.BytesIO(_read(source, name))
+        return
+    try:
+        handle = open(source, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise InputImageError(f"cannot read '{name}': {_os_reason(exc)}") from exc
+    with handle:
+        yield handle
+
+
+def _read(stream: BinaryIO, name: str, size: int = -1) -> bytes:
+    """Read from ``stream``, turning OS errors into :class:`InputImageError`."""
+    try:
+        return stream.read(size)
+    except OSError as exc:
+        raise InputImageError(f"cannot read '{name}': {_os_reason(exc)}") from exc
+
+
+def _os_reason(exc: OSError) -> str:
+    """A short lower-case reason for an OS error ("no such file", "permission denied")."""
+    reasons = {
+        errno.ENOENT: "no such file",
+        errno.EISDIR: "it is a directory",
+        errno.ENOTDIR: "a parent is not a directory",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOSPC: "no space left on the device",
+        errno.EROFS: "the file system is read-only",
+    }
+    if exc.errno in reasons:
+        return reasons[exc.errno]
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def _check_pixel_count(width: int, height: int, limit: int | None, name: str) -> None:
+    """Refuse images larger than ``limit`` pixels (a decompression bomb, or just too big)."""
+    pixels = width * height
+    if limit is not None and pixels > limit:
+        raise InputImageError(
+            f"'{name}' has {pixels:,} pixels, more than the limit of {limit:,}; "
+            "raise it with --max-pixels"
+        )
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillow_limit_lifted(lift: bool = True) -> Iterator[None]:
+    """Switch pillow's own decompression-bomb error off while the block runs (if ``lift``).
+
+    Pillow raises above ``2 * MAX_IMAGE_PIXELS`` inside ``Image.open``, before the caller
+    sees the size, and has no per-call option, so its module-level setting is changed under
+    a lock and restored. Our own check (from the header, before decoding) replaces it.
+    """
+    if not lift:
+        yield
+        return
+    with _PILLOW_LIMIT_LOCK:
+        saved = PILImage.MAX_IMAGE_PIXELS
+        PILImage.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            PILImage.MAX_IMAGE_PIXELS = saved
+
+
+def _pillow_would_refuse(limit: int | None) -> bool:
+    """Whether pillow's own check is stricter than ``limit`` (so it must be lifted to load)."""
+    pillow_max = PILImage.MAX_IMAGE_PIXELS
+    return pillow_max is not None and (limit is None or limit > 2 * pillow_max)
+
+
+def _load_with_pillow(stream: BinaryIO, name: str, limit: int | None) -> Image:
+    """Decode anything but a 16-bit colour PNG with pillow.
+
+    Pillow's warnings are silenced: its decompression-bomb warning because our size check
+    replaces it, the others ("Corrupt EXIF data", ...) because either the image decodes or
+    :class:`InputImageError` says why not.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with _pillow_limit_lifted():  # only parses the header: the lock is held briefly
+                picture = PILImage.open(stream)
+        except Exception as exc:  # pillow raises many types for bad files
+            raise InputImageError(f"cannot read '{name}': {_decode_reason(exc)}") from exc
+        with picture:
+            _check_pixel_count(picture.width, picture.height, limit, name)
+            try:
+                with _pillow_limit_lifted(_pillow_would_refuse(limit)):
+                    picture.load()
+            except Exception as exc:
+                raise InputImageError(f"cannot read '{name}': {_decode_reason(exc)}") from exc
+            return _image_from_pillow(picture, name)
+
+
+def _decode_reason(exc: BaseException) -> str:
+    """A one-line reason for a pillow decoding failure."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, PILImage.DecompressionBombError):
+        return f"image is too large ({text})"
+    if isinstance(exc, PILImage.UnidentifiedImageError):
+        return "not an image, or a format pillow cannot read"
+    if isinstance(exc, EOFError) or "truncated" in text.lower():
+        return "file is truncated"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return _os_reason(exc)
+    return f"file is corrupt ({text})"
+
+
+def _image_from_pillow(picture: PILImage.Image, name: str) -> Image:
+    """Convert a loaded pillow image to an :class:`Image`, orientation applied."""
+    icc = picture.info.get("icc_profile") or None
+    if picture.mode in ("CMYK", "LAB"):
+        icc = None  # the profile describes the source space, not the RGB we convert to
+    try:
+        values, mode = _normalise_mode(picture)
+    except (ValueError, OSError) as exc:  # ours, or pillow's "conversion not supported"
+        raise InputImageError(f"cannot read '{name}': {exc}") from exc
+    bit_depth = 16 if values.dtype.itemsize == 2 else 8
+    raw_exif = picture.info.get("exif")
+    exif = _clean_exif(raw_exif if isinstance(raw_exif, bytes) else None)
+    orientation = _exif_orientation(raw_exif) if exif else _pillow_orientation(picture)
+    return Image(
+        pixels=_apply_orientation(_to_float(values, bit_depth), orientation),
+        mode=mode,
+        bit_depth=bit_depth,
+        icc_profile=icc if isinstance(icc, bytes) else None,
+        exif=exif,
+        source_format=picture.format,
+    )
+
+
+def _normalise_mode(picture: PILImage.Image) -> tuple[np.ndarray, str]:
+    """Map any pillow mode onto L/LA/RGB/RGBA.
+
+    Returns:
+        ``(values, mode)`` where ``values`` is uint8 or uint16 of shape ``(H, W, C)``.
+
+    Raises:
+        ValueError: the mode cannot be represented (32-bit float, out-of-range integers).
+    """
+    mode = picture.mode
+    transparent = "transparency" in picture.info
+    if mode.startswith("I;16"):
+        return _with_channel_axis(np.asarray(picture).astype(np.uint16)), "L"
+    if mode == "I":
+        return _with_channel_axis(_int32_to_uint16(np.asarray(picture))), "L"
+    if mode == "F":
+        raise ValueError("32-bit float images are not supported")
+    target = _target_mode(mode, transparent, picture)
+    if target != mode:
+        picture = picture.convert(target)
+    return _with_channel_axis(np.asarray(picture)), target
+
+
+def _target_mode(mode: str, transparent: bool, picture: PILImage.Image) -> str:
+    """The one of L/LA/RGB/RGBA that a pillow mode becomes."""
+    if mode in ("1", "L"):
+        return "LA" if transparent and mode == "L" else "L"
+    if mode in ("LA", "La"):
+        return "LA"
+    if mode == "P":
+        palette_alpha = picture.palette is not None and picture.palette.mode == "RGBA"
+        return "RGBA" if transparent or palette_alpha else "RGB"
+    if mode in ("PA", "RGBA", "RGBa"):
+        return "RGBA"
+    if mode == "RGB":
+        return "RGBA" if transparent else "RGB"
+    return "RGB"  # RGBX, CMYK, YCbCr, HSV; LAB through sRGB (pillow uses ImageCms for it)
+
+
+def _int32_to_uint16(values: np.ndarray) -> np.ndarray:
+    """32-bit integer samples as 16-bit, if they fit (16-bit grey read by older decoders)."""
+    if values.size and (values.min() < 0 or values.max() > _MAX_VALUE[16]):
+        raise ValueError("32-bit integer images with values outside 0..65535 are not supported")
+    return values.astype(np.uint16)
+
+
+def _with_channel_axis(values: np.ndarray) -> np.ndarray:
+    """``(H, W)`` → ``(H, W, 1)``; ``(H, W, C)`` unchanged."""
+    return values[:, :, None] if values.ndim == 2 else values
+
+
+def _to_float(values: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Integer samples → float32 in [0, 1]."""
+    pixels = values.astype(np.float32)
+    pixels /= np.float32(_MAX_VALUE[bit_depth])
+    return pixels
+
+
+# ---- EXIF orientation --------------------------------------------------------------------
+
+
+def _apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Transform ``(H, W, C)`` pixels so that EXIF ``orientation`` becomes 1.
+
+    Same transforms as ``PIL.ImageOps.exif_transpose``.
+    """
+    transforms: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+        2: lambda p: p[:, ::-1],
+        3: lambda p: p[::-1, ::-1],
+        4: lambda p: p[::-1],
+        5: lambda p: p.transpose(1, 0, 2),
+        6: lambda p: np.rot90(p, -1),
+        7: lambda p: p[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda p: np.rot90(p, 1),
+    }
+    if orientation not in transforms:
+        return pixels
+    return np.ascontiguousarray(transforms[orientation](pixels))
+
+
+def _pillow_orientation(picture: PILImage.Image) -> int:
+    """Orientation pillow finds outside an EXIF block (a TIFF's own tag, XMP); 1 if none."""
+    # A damaged metadata block should not stop the image from loading.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            value = picture.getexif().get(_ORIENTATION_TAG, 1)
+        except Exception:
+            return 1
+    return value if isinstance(value, int) else 1
+
+
+def _clean_exif(raw: bytes | None) -> bytes | None:
+    """EXIF bytes with the ``Exif\\0\\0`` prefix and orientation reset to 1; None if empty."""
+    if not raw:
+        return None
+    exif = raw if raw.startswith(_EXIF_PREFIX) else _EXIF_PREFIX + raw
+    entry = _orientation_entry(exif)
+    if entry is None or entry[1] == 1:
+        return exif
+    patched = bytearray(exif)
+    struct.pack_into(entry[2] + "H", patched, entry[0], 1)
+    return bytes(patched)
+
+
+def _exif_orientation(raw: bytes | None) -> int:
+    """The orientation stored in raw EXIF bytes (with or without prefix); 1 if none."""
+    if not raw:
+        return 1
+    entry = _orientation_entry(raw if raw.startswith(_EXIF_PREFIX) else _EXIF_PREFIX + raw)
+    return entry[1] if entry is not None else 1
+
+
+def _orientation_entry(exif: bytes) -> tuple[int, int, str] | None:
+    """Find the orientation tag in IFD0 of prefixed EXIF bytes.
+
+    Returns:
+        ``(offset of its value in exif, value, struct byte-order char)`` or ``None``.
+    """
+    base = len(_EXIF_PREFIX)
+    order = {b"II": "<", b"MM": ">"}.get(exif[base : base + 2])
+    if order is None:
+        return None
+    try:
+        ifd = base + struct.unpack_from(order + "I", exif, base + 4)[0]
+        (count,) = struct.unpack_from(order + "H", exif, ifd)
+        for index in range(count):
+            entry = ifd + 2 + 12 * index
+            tag, kind, n = struct.unpack_from(order + "HHI", exif, entry)
+            if tag == _ORIENTATION_TAG and kind == 3 and n == 1:  # one SHORT
+                (value,) = struct.unpack_from(order + "H", exif, entry + 8)
+                return entry + 8, value, order
+    except struct.error:  # truncated EXIF: treat as having no orientation
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Output formats
+# --------------------------------------------------------------------------------------
+
+
+def format_for_path(path: str | os.PathLike[str]) -> str | None:
+    """The output format (pillow's name) an extension selects, or ``None``.
+
+    Args:
+        path: an output path such as ``"out.jpg"``; case does not matter.
+
+    Returns:
+        One of :data:`SUPPORTED_OUTPUT_FORMATS`, or ``None`` for an unknown or unsupported
+        extension.
+    """
+    extension = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    name = _FORMAT_ALIASES.get(extension)
+    return name if name in SUPPORTED_OUTPUT_FORMATS else None
+
+
+def check_output_format(
+    mode: str,
+    format: str | None,
+    dest: str | os.PathLike[str] | BinaryIO | None = None,
+) -> str:
+    """Resolve the output format and check it can hold ``mode``, without any pixels.
+
+    Lets the CLI fail before the slow blur rather than after it.
+
+    Args:
+        mode: the image's channel layout (``"L"``, ``"LA"``, ``"RGB"``, ``"RGBA"``).
+        format: a format name or alias (``"png"``, ``"jpg"``, ``"JPEG"``, ``"tif"``, ...);
+            ``None`` to infer it from ``dest``.
+        dest: the destination path, ``"-"`` for stdout, or a file object; used only when
+            ``format`` is ``None``.
+
+    Returns:
+        Pillow's format name, one of :data:`SUPPORTED_OUTPUT_FORMATS`.
+
+    Raises:
+        InvalidParameterError: ``mode`` or ``format`` is not a known name.
+        OutputImageError: no format was given and none follows from ``dest``, or the format
+            cannot store transparency and ``mode`` has alpha.
+    """
+    if mode not in _CHANNELS:
+        raise InvalidParameterError(f"expected mode in {MODES}, got {mode!r}")
+    name = _format_from_name(format) if format is not None else _format_from_dest(dest)
+    if mode in ("LA", "RGBA") and name not in _ALPHA_FORMATS:
+        raise OutputImageError(
+            f"{_display(name)} cannot store transparency; write PNG, WebP or TIFF instead"
+        )
+    return name
+
+
+def output_bit_depth(mode: str, bit_depth: int, format: str) -> int:
+    """The bit depth an image of ``mode``/``bit_depth`` gets when written as ``format``.
+
+    16 bits survive in PNG (any mode) and in greyscale TIFF; everything else is 8-bit.
+    """
+    name = _format_from_name(format)
+    if bit_depth == 16 and (name == "PNG" or (name == "TIFF" and mode == "L")):
+        return 16
+    return 8
+
+
+def _format_from_name(format: str) -> str:
+    """Pillow's name for a format name or alias; InvalidParameterError if unknown."""
+    key = format.strip().lower().lstrip(".")
+    name = _FORMAT_ALIASES.get(key)
+    if name is None or name not in SUPPORTED_OUTPUT_FORMATS:
+        choices = ", ".join(_display(n) for n in SUPPORTED_OUTPUT_FORMATS)
+        raise InvalidParameterError(f"unknown output format {format!r}; choose one of {choices}")
+    return name
+
+
+def _format_from_dest(dest: str | os.PathLike[str] | BinaryIO | None) -> str:
+    """The format implied by a destination path; OutputImageError when there is none."""
+    if dest is None or (isinstance(dest, str) and dest == _STDIO):
+        raise OutputImageError("writing to stdout needs --format")
+    if not isinstance(dest, (str, os.PathLike)):
+        dest_name = getattr(dest, "name", None)
+        if not isinstance(dest_name, str):
+            raise OutputImageError("writing to a stream needs a format")
+        dest = dest_name
+    name = format_for_path(dest)
+    if name is not None:
+        return name
+    path = os.fspath(dest)
+    extension = os.path.splitext(path)[1].lower()
+    if extension in PILImage.registered_extensions():
+        choices = ", ".join(_display(n) for n in SUPPORTED_OUTPUT_FORMATS)
+        raise OutputImageError(
+            f"cannot write '{path}': {extension} output is not supported; use one of {choices}"
+        )
+    raise OutputImageError(f"cannot tell the output format from '{path}'; use --format")
+
+
+def _display(name: str) -> str:
+    """How a format name is written in messages (``WebP``, ``JPEG``)."""
+    return _DISPLAY_NAMES.get(name, name)
+
+
+# --------------------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------------------
+
+
+def save_image(
+    image: Image,
+    dest: str | os.PathLike[str] | BinaryIO,
+    *,
+    format: str | None = None,
+    quality: int = 95,
+    overwrite: bool = True,
+) -> None:
+    """Encode ``image`` and write it to a file, stdout or a stream.
+
+    Pixels are clipped to ``[0, 1]`` and rounded to the nearest integer at the output bit
+    depth (``image.bit_depth`` where the format can hold it, else 8). Files are written
+    atomically: a temporary file next to ``dest`` is renamed over it only once complete,
+    so on any failure (Ctrl-C included) ``dest`` is untouched and no temporary is left.
+
+    Args:
+        image: the image to write.
+        dest: a path, ``"-"`` for stdout, or a binary file object.
+        format: a format name or alias; ``None`` to infer it from ``dest``'s extension
+            (required for stdout and for streams without a name).
+        quality: 1-100, for JPEG and WebP (100 means lossless WebP).
+        overwrite: if False, refuse to replace an existing file.
+
+    Raises:
+        OutputImageError: unknown output format, alpha in a format without it, missing or
+            unwritable directory, ``dest`` is a directory or exists with ``overwrite=False``,
+            or the encoder or the write failed.
+        InvalidParameterError: ``quality`` is out of range or the pixels contain NaN.
+    """
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
+        raise InvalidParameterError(f"expected quality to be an int, got {quality!r}")
+    if not 1 <= quality <= 100:
+        raise InvalidParameterError(f"expected quality in 1..100, got {quality}")
+    name = check_output_format(image.mode, format, dest)
+
+    def encode(stream: BinaryIO) -> None:
+        _encode(image, name, int(quality), stream)
+
+    if isinstance(dest, str) and dest == _STDIO:
+        _write_stream(sys.stdout.buffer, encode, "<stdout>")
+    elif isinstance(dest, (str, os.PathLike)):
+        _write_file_atomically(os.fspath(dest), encode, overwrite)
+    else:
+        _write_stream(dest, encode, _source_name(dest))
+
+
+def _write_stream(stream: BinaryIO, encode: Callable[[BinaryIO], None], name: str) -> None:
+    """Encode fully into memory, then write, so a failed encode writes nothing."""
+    buffer = io.BytesIO()
+    _run_encoder(encode, buffer, name)
+    try:
+        stream.write(buffer.getbuffer())
+        stream.flush()
+    except OSError as exc:
+        raise OutputImageError(f"cannot write to {name}: {_os_reason(exc)}") from exc
+
+
+def _run_encoder(encode: Callable[[BinaryIO], None], stream: BinaryIO, name: str) -> None:
+    """Call ``encode``, turning encoder and OS failures into :class:`OutputImageError`."""
+    try:
+        encode(stream)
+    except AdaptiveBlurError:
+        raise
+    except OSError as exc:
+        reason = _os_reason(exc) if exc.errno is not None else str(exc)
+        raise OutputImageError(f"cannot write '{name}': {reason}") from exc
+    except (ValueError, zlib.error) as exc:
+        raise OutputImageError(f"cannot encode '{name}': {exc}") from exc
+
+
+def _write_file_atomically(path: str, encode: Callable[[BinaryIO], None], overwrite: bool) -> None:
+    """Encode into a temporary file beside ``path``, fsync it and rename it onto ``path``."""
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    _check_destination(path, target, overwrite)
+    directory = os.path.dirname(target) or "."
+    descriptor, temporary = _create_temporary(directory, os.path.basename(target), path)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            _run_encoder(encode, handle, path)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _copy_permissions(target, temporary)
+        _commit(temporary, target, overwrite, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError) and not isinstance(exc, AdaptiveBlurError):
+            raise OutputImageError(f"cannot write '{path}': {_os_reason(exc)}") from exc
+        raise
+    _sync_directory(directory)
+
+
+def _check_destination(path: str, target: str, overwrite: bool) -> None:
+    """Fail early on destinations that cannot work."""
+    if os.path.isdir(target):
+        raise OutputImageError(f"cannot write '{path}': it is a directory")
+    directory = os.path.dirname(target) or "."
+    if not os.path.isdir(directory):
+        raise OutputImageError(f"cannot write '{path}': directory '{directory}' does not exist")
+    if not overwrite and os.path.lexists(path):
+        raise OutputImageError(f"cannot write '{path}': it already exists")
+
+
+def _create_temporary(directory: str, basename: str, path: str) -> tuple[int, str]:
+    """Create ``.<basename>.<random>.tmp`` in ``directory``; mode 0o666 minus the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temporary = os.path.join(directory, f".{basename}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputImageError(f"cannot write '{path}': {_os_reason(exc)}") from exc
+    raise OutputImageError(f"cannot write '{path}': no free temporary file name")
+
+
+def _copy_permissions(target: str, temporary: str) -> None:
+    """Give the new file the permissions of the one it replaces, if any."""
+    with contextlib.suppress(OSError):
+        os.chmod(temporary, stat.S_IMODE(os.stat(target).st_mode))
+
+
+def _commit(temporary: str, target: str, overwrite: bool, path: str) -> None:
+    """Move the finished temporary file onto ``target``."""
+    if overwrite:
+        os.replace(temporary, target)
+        return
+    try:  # a hard link fails if target appeared meanwhile, unlike rename
+        os.link(temporary, target)
+    except FileExistsError as exc:
+        raise OutputImageError(f"cannot write '{path}': it already exists") from exc
+    except OSError:  # file system without hard links
+        if os.path.lexists(target):
+            raise OutputImageError(f"cannot write '{path}': it already exists") from None
+        os.replace(temporary, target)
+        return
+    os.unlink(temporary)
+
+
+def _sync_directory(directory: str) -> None:
+    """Make the rename durable; best effort (not every platform can open a directory)."""
+    with contextlib.suppress(OSError, AttributeError):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _encode(image: Image, format: str, quality: int, stream: BinaryIO) -> None:
+    """Write ``image`` encoded as ``format`` to ``stream``."""
+    depth = output_bit_depth(image.mode, image.bit_depth, format)
+    values = _quantise(image.pixels, depth)
+    if format == "PNG" and depth == 16 and image.mode != "L":
+        stream.write(_encode_png16(values, image.mode, image.icc_profile, image.exif))
+        return
+    picture = PILImage.fromarray(values[:, :, 0] if values.shape[2] == 1 else values)
+    picture.save(stream, format=format, **_save_options(image, format, quality))
+
+
+def _quantise(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Float pixels → uint8/uint16, clipped to [0, 1] and rounded to nearest."""
+    scaled = np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0)
+    if np.isnan(scaled).any():
+        raise InvalidParameterError("expected finite pixel values, got NaN")
+    scaled *= np.float32(_MAX_VALUE[bit_depth])
+    np.rint(scaled, out=scaled)
+    return np.ascontiguousarray(scaled.astype(np.uint16 if bit_depth == 16 else np.uint8))
+
+
+def _save_options(image: Image, format: str, quality: int) -> dict[str, Any]:
+    """Pillow ``save`` keyword arguments for ``format``."""
+    options: dict[str, Any] = {}
+    if format in _METADATA_FORMATS:
+        if image.icc_profile:
+            options["icc_profile"] = image.icc_profile
+        if image.exif and not (format == "JPEG" and len(image.exif) > _JPEG_MAX_EXIF):
+            options["exif"] = image.exif
+    if format == "JPEG":
+        options["quality"] = quality
+        options["subsampling"] = "4:4:4" if quality >= 90 else "4:2:0"
+    elif format == "WEBP":
+        options["quality"] = quality
+        options["lossless"] = quality == _WEBP_LOSSLESS_QUALITY
+        options["exact"] = True  # keep colour under transparent pixels (straight alpha)
+    elif format == "TIFF" and features.check("libtiff"):
+        options["compression"] = "tiff_adobe_deflate"
+    return options
+
+
+# --------------------------------------------------------------------------------------
+# 16-bit colour PNG: a small numpy codec for what pillow reduces to 8 bits
+# --------------------------------------------------------------------------------------
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES = {2: "RGB", 4: "LA", 6: "RGBA"}  # 16-bit types pillow would reduce
+_PNG_TYPE_FOR_MODE = {mode: kind for kind, mode in _PNG_COLOUR_TYPES.items()}
+# Adam7 passes: (x0, y0, dx, dy)
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+_IDAT_SIZE = 1 << 20
+_WAVEFRONT_ROWS = 512  # rows un-filtered together; bounds the skewed buffers' memory
+_WAVEFRONT_BYTES = 64 << 20
+
+
+class _PngError(ValueError):
+    """A 16-bit PNG is malformed; the message is the one-line reason."""
+
+
+@dataclass
+class _PngChunks:
+    """What the 16-bit reader needs from a PNG's chunks."""
+
+    width: int
+    height: int
+    colour_type: int
+    interlaced: bool
+    idat: list[memoryview]
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    transparent: bytes | None = None  # tRNS of an RGB image: one 16-bit colour
+
+
+def _is_png16_colour(head: bytes) -> bool:
+    """Whether the first bytes are those of a 16-bit RGB, RGBA or grey+alpha PNG."""
+    return (
+        len(head) >= 26
+        and head.startswith(_PNG_SIGNATURE)
+        and head[12:16] == b"IHDR"
+        and head[24] == 16
+        and head[25] in _PNG_COLOUR_TYPES
+    )
+
+
+def _load_png16(data: bytes, name: str, limit: int | None) -> Image:
+    """Decode a 16-bit colour PNG, keeping all 16 bits."""
+    try:
+        chunks = _read_png_chunks(data)
+        _check_pixel_count(chunks.width, chunks.height, limit, name)
+        values = _png16_samples(chunks)
+    except _PngError as exc:
+        raise InputImageError(f"cannot read '{name}': {exc}") from None
+    mode = _PNG_COLOUR_TYPES[chunks.colour_type]
+    if chunks.transparent is not None:
+        values, mode = _add_alpha_for_key(values, chunks.transparent), "RGBA"
+    return Image(
+        pixels=_apply_orientation(_to_float(values, 16), _exif_orientation(chunks.exif)),
+        mode=mode,
+        bit_depth=16,
+        icc_profile=chunks.icc_profile,
+        exif=_clean_exif(chunks.exif),
+        source_format="PNG",
+    )
+
+
+def _read_png_chunks(data: bytes) -> _PngChunks:
+    """Walk the chunks of a PNG file.
+
+    CRCs of critical chunks are checked (a mismatch is corruption); ancillary chunks with a
+    bad CRC are skipped, as their content is only metadata.
+    """
+    view = memoryview(data)
+    position = len(_PNG_SIGNATURE)
+    chunks: _PngChunks | None = None
+    while True:
+        if position + 12 > len(data):
+            raise _PngError("file is truncated")
+        length, kind = struct.unpack_from(">I4s", data, position)
+        body = view[position + 8 : position + 8 + length]
+        end = position + 12 + length
+        if end > len(data):
+            raise _PngError("file is truncated")
+        (crc,) = struct.unpack_from(">I", data, end - 4)
+        critical = not kind[0] & 0x20
+        position = end
+        if zlib.crc32(body, zlib.crc32(kind)) != crc:
+            if critical:
+                raise _PngError(f"file is corrupt (bad CRC in {kind.decode('latin-1')} chunk)")
+            continue
+        if chunks is None:
+            chunks = _png_header(kind, bytes(body))
+        elif kind == b"IDAT":
+            chunks.idat.append(body)
+        elif kind == b"IEND":
+            return chunks
+        else:
+            _png_ancillary(chunks, kind, bytes(body))
+
+
+def _png_header(kind: bytes, body: bytes) -> _PngChunks:
+    """Parse IHDR, which must come first."""
+    if kind != b"IHDR" or len(body) != 13:
+        raise _PngError("file is corrupt (no IHDR chunk)")
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack(
+        ">IIBBBBB", body
+    )
+    unsupported = depth != 16 or colour not in _PNG_COLOUR_TYPES
+    if not width or not height or compression or filtering or interlace > 1 or unsupported:
+        raise _PngError("file is corrupt (invalid IHDR chunk)")
+    return _PngChunks(width, height, colour, bool(interlace), [])
+
+
+def _png_ancillary(chunks: _PngChunks, kind: bytes, body: bytes) -> None:
+    """Keep the ancillary chunks that matter: iCCP, eXIf and an RGB tRNS."""
+    if kind == b"iCCP":
+        name_end = body.find(b"\x00")
+        if name_end > 0 and body[name_end + 1 : name_end + 2] == b"\x00":
+            with contextlib.suppress(zlib.error):  # a broken profile is dropped
+                chunks.icc_profile = zlib.decompress(body[name_end + 2 :])
+    elif kind == b"eXIf":
+        chunks.exif = body or None
+    elif kind == b"tRNS" and chunks.colour_type == 2 and len(body) == 6:
+        chunks.transparent = body
+
+
+def _png16_samples(chunks: _PngChunks) -> np.ndarray:
+    """Decompress and un-filter the image data into uint16 ``(H, W, C)`` samples."""
+    channels = len(_PNG_COLOUR_TYPES[chunks.colour_type])
+    bpp = 2 * channels  # bytes per pixel: the filters' left-neighbour distance
+    passes = _png_passes(chunks.width, chunks.height, chunks.interlaced)
+    expected = sum(h * (1 + w * bpp) for _, _, _, _, w, h in passes)
+    raw = np.frombuffer(_png_inflate(chunks.idat, expected), dtype=np.uint8)
+    samples = np.empty((chunks.height, chunks.width, channels), dtype=np.uint16)
+    offset = 0
+    for x0, y0, dx, dy, w, h in passes:
+        size = h * (1 + w * bpp)
+        rows = _unfilter(raw[offset : offset + size].reshape(h, 1 + w * bpp), bpp)
+        samples[y0::dy, x0::dx] = rows.view(">u2").reshape(h, w, channels)
+        offset += size
+    return samples
+
+
+def _png_passes(
+    width: int, height: int, interlaced: bool
+) -> list[tuple[int, int, int, int, int, int]]:
+    """Sub-images of the data: ``(x0, y0, dx, dy, width, height)``, empty ones left out."""
+    if not interlaced:
+        return [(0, 0, 1, 1, width, height)]
+    passes = []
+    for x0, y0, dx, dy in _ADAM7:
+        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if w > 0 and h > 0:
+            passes.append((x0, y0, dx, dy, w, h))
+    return passes
+
+
+def _png_inflate(pieces: list[memoryview], expected: int) -> bytes:
+    """Decompress concatenated IDAT data, refusing more than ``expected`` bytes."""
+    inflater = zlib.decompressobj()
+    parts: list[bytes] = []
+    produced = 0
+    try:
+        for piece in pieces:
+            pending: bytes | memoryview = piece
+            while pending and produced <= expected:
+                part = inflater.decompress(pending, expected + 1 - produced)
+                parts.append(part)
+                produced += len(part)
+                pending = inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise _PngError(f"file is corrupt (image data: {exc})") from None
+    if produced > expected:
+        raise _PngError("file is corrupt (too much image data)")
+    if produced < expected:
+        reason = "file is corrupt (too little image data)" if inflater.eof else "file is truncated"
+        raise _PngError(reason)
+    return b"".join(parts)
+
+
+def _unfilter(rows: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo PNG filtering.
+
+    Args:
+        rows: uint8 ``(H, 1 + W * bpp)``: a filter-type byte, then the filtered row.
+        bpp: bytes per pixel, the distance to the "left" byte.
+
+    Returns:
+        uint8 ``(H, W * bpp)`` reconstructed bytes.
+
+    None and Up only look at the row above, so they are one vector operation per row; Sub
+    is a wrapping cumulative sum along the row. Average and Paeth need the reconstructed
+    left neighbour, so bands of rows containing them go through :func:`_unfilter_wavefront`.
+    """
+    height, stride = rows.shape
+    width = (stride - 1) // bpp
+    kinds = rows[:, 0]
+    if kinds.size and kinds.max() > 4:
+        raise _PngError(f"file is corrupt (unknown filter type {int(kinds.max())})")
+    filtered = rows[:, 1:].reshape(height, width, bpp)
+    out = np.empty((height, width, bpp), dtype=np.uint8)
+    band = min(_WAVEFRONT_ROWS, max(8, _WAVEFRONT_BYTES // (3 * bpp * (width + _WAVEFRONT_ROWS))))
+    above = np.zeros((width, bpp), dtype=np.uint8)
+    for y0 in range(0, height, band):
+        y1 = min(height, y0 + band)
+        if (kinds[y0:y1] >= 3).any():
+            out[y0:y1] = _unfilter_wavefront(filtered[y0:y1], kinds[y0:y1], above)
+        else:
+            _unfilter_simple(filtered[y0:y1], kinds[y0:y1], above, out[y0:y1])
+        above = out[y1 - 1]
+    return out.reshape(height, width * bpp)
+
+
+def _unfilter_simple(
+    filtered: np.ndarray, kinds: np.ndarray, above: np.ndarray, out: np.ndarray
+) -> None:
+    """Rows filtered with None (0), Sub (1) or Up (2), one vector step per row."""
+    for y in range(filtered.shape[0]):
+        kind = kinds[y]
+        if kind == 0:
+            out[y] = filtered[y]
+        elif kind == 1:
+            np.cumsum(filtered[y], axis=0, dtype=np.uint8, out=out[y])  # wraps mod 256
+        else:
+            np.add(filtered[y], above, out=out[y])  # uint8 addition wraps mod 256
+        above = out[y]
+
+
+def _skewed(buffer: np.ndarray, rows: int, width: int, first: int) -> np.ndarray:
+    """A ``(rows, width, bpp)`` view with ``view[r, x]`` at ``buffer[first + x + r, r]``."""
+    step_k, step_r, step_c = buffer.strides
+    return as_strided(
+        buffer[first:],
+        shape=(rows, width, buffer.shape[2]),
+        strides=(step_k + step_r, step_k, step_c),
+        writeable=True,
+    )
+
+
+def _unfilter_wavefront(filtered: np.ndarray, kinds: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """Un-filter a band of rows with any filter types, one anti-diagonal at a time.
+
+    Byte ``(y, x)`` depends on ``(y, x-1)``, ``(y-1, x)`` and ``(y-1, x-1)`` only, so all
+    pixels with the same ``x + y`` can be reconstructed together. The band is stored skewed
+    (row ``r`` shifted right by ``r``) so that each anti-diagonal is one contiguous slice and
+    its three neighbours are slices of the previous two diagonals: ``W + B`` vector steps
+    for ``B`` rows instead of ``W * B`` scalar ones.
+
+    Args:
+        filtered: uint8 ``(B, W, bpp)`` filtered bytes.
+        kinds: ``(B,)`` filter type per row.
+        above: uint8 ``(W, bpp)`` reconstructed row above the band (zeros at the top).
+
+    Returns:
+        uint8 ``(B, W, bpp)`` reconstructed bytes.
+    """
+    rows, width, bpp = filtered.shape
+    steps = width + rows + 1
+    # Diagonal k holds pixel (r, x) with k = x + r + 2; row 0 of `recon` is the row above,
+    # entries never written stay 0, which is what the filters use outside the image.
+    source = np.zeros((steps, rows, bpp), dtype=np.uint8)
+    recon = np.zeros((steps, rows + 1, bpp), dtype=np.int16)
+    _skewed(source, rows, width, 2)[...] = filtered
+    recon[1 : width + 1, 0] = above
+    kinds16 = kinds.astype(np.int16)
+    is_paeth = (kinds16 == 4)[:, None]
+    # None, Sub, Up and Average are all (wa * left + wb * up) >> 1.
+    weight_left = np.select([kinds16 == 1, kinds16 == 3], [2, 1], 0).astype(np.int16)[:, None]
+    weight_up = np.select([kinds16 == 2, kinds16 == 3], [2, 1], 0).astype(np.int16)[:, None]
+    any_paeth, all_paeth = bool(is_paeth.any()), bool(is_paeth.all())
+    for k in range(2, steps):
+        lo, hi = max(0, k - 1 - width), min(rows, k - 1)
+        left = recon[k - 1, lo + 1 : hi + 1]
+        up = recon[k - 1, lo:hi]
+        if any_paeth:
+            predicted = _paeth(left, up, recon[k - 2, lo:hi])
+            if not all_paeth:
+                linear = (weight_left[lo:hi] * left + weight_up[lo:hi] * up) >> 1
+                predicted = np.where(is_paeth[lo:hi], predicted, linear)
+        else:
+            predicted = (weight_left[lo:hi] * left + weight_up[lo:hi] * up) >> 1
+        predicted += source[k, lo:hi]
+        predicted &= 0xFF
+        recon[k, lo + 1 : hi + 1] = predicted
+    return _skewed(recon[:, 1:], rows, width, 2).astype(np.uint8)
+
+
+def _paeth(left: np.ndarray, up: np.ndarray, up_left: np.ndarray) -> np.ndarray:
+    """The PNG Paeth predictor on int16 arrays (ties: left, then up, then up-left)."""
+    up_minus = up - up_left
+    left_minus = left - up_left
+    distance_left = np.abs(up_minus)  # |p - left| where p = left + up - up_left
+    distance_up = np.abs(left_minus)
+    distance_corner = np.abs(up_minus + left_minus)
+    predicted = np.where(distance_up <= distance_corner, up, up_left)
+    np.copyto(
+        predicted,
+        left,
+        where=(distance_left <= distance_up) & (distance_left <= distance_corner),
+    )
+    return predicted
+
+
+def _add_alpha_for_key(values: np.ndarray, key: bytes) -> np.ndarray:
+    """RGB → RGBA, transparent where the pixel equals the tRNS colour."""
+    colour = np.frombuffer(key, dtype=">u2").astype(np.uint16)
+    alpha = np.where((values == colour).all(axis=2), 0, _MAX_VALUE[16]).astype(np.uint16)
+    return np.concatenate([values, alpha[:, :, None]], axis=2)
+
+
+def _encode_png16(
+    values: np.ndarray, mode: str, icc_profile: bytes | None, exif: bytes | None
+) -> bytes:
+    """Encode uint16 ``(H, W, C)`` LA/RGB/RGBA samples as a 16-bit PNG.
+
+    Every row uses the Up filter: one vector subtraction, and on photographs within a few
+    percent of the size Paeth gives.
+    """
+    height, width, channels = values.shape
+    data = values.astype(">u2").view(np.uint8).reshape(height, width * 2 * channels)
+    rows = np.empty((height, 1 + data.shape[1]), dtype=np.uint8)
+    rows[:, 0] = 2  # Up
+    rows[0, 1:] = data[0]
+    np.subtract(data[1:], data[:-1], out=rows[1:, 1:])  # uint8 subtraction wraps mod 256
+    compressed = zlib.compress(rows.data, 6)
+    header = struct.pack(">IIBBBBB", width, height, 16, _PNG_TYPE_FOR_MODE[mode], 0, 0, 0)
+    out = io.BytesIO()
+    out.write(_PNG_SIGNATURE)
+    out.write(_png_chunk(b"IHDR", header))
+    if icc_profile:
+        out.write(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
+    if exif:
+        body = exif[len(_EXIF_PREFIX) :] if exif.startswith(_EXIF_PREFIX) else exif
+        out.write(_png_chunk(b"eXIf", body))
+    for start in range(0, len(compressed), _IDAT_SIZE):
+        out.write(_png_chunk(b"IDAT", compressed[start : start + _IDAT_SIZE]))
+    out.write(_png_chunk(b"IEND", b""))
+    return out.getvalue()
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body, CRC."""
+    crc = zlib.crc32(body, zlib.crc32(kind))
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)

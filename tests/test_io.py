@@ -1,0 +1,1036 @@
+"""Tests for adaptiveblur.io: round trips, 16-bit PNG codec, metadata, errors, atomic writes.
+
+The 16-bit PNG reader is checked against PNGs built here by a plain per-byte filter encoder
+(one Python loop, no vectorisation), and those PNGs are first checked against pillow's
+8-bit reduction, so the reference does not depend on the code under test.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import sys
+import types
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from PIL import ImageOps, features
+
+from adaptiveblur import io as abio
+from adaptiveblur.errors import InputImageError, InvalidParameterError, OutputImageError
+from adaptiveblur.io import (
+    Image,
+    check_output_format,
+    format_for_path,
+    load_image,
+    output_bit_depth,
+    save_image,
+)
+
+SIZES = [(1, 1), (7, 13), (31, 17)]
+MODES = ["L", "LA", "RGB", "RGBA"]
+CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+PNG_COLOUR_TYPE = {"LA": 4, "RGB": 2, "RGBA": 6}
+ORIENTATION = 0x0112
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def random_values(rng: np.random.Generator, h: int, w: int, c: int, bit_depth: int) -> np.ndarray:
+    """Random integer samples ``(h, w, c)`` at ``bit_depth``."""
+    return rng.integers(0, 2**bit_depth, size=(h, w, c), dtype=np.int64)
+
+
+def image_from_values(values: np.ndarray, mode: str, bit_depth: int, **meta: object) -> Image:
+    """An :class:`Image` whose pixels are exactly ``values / maxval``."""
+    pixels = (values / (2**bit_depth - 1)).astype(np.float32)
+    return Image(pixels=pixels, mode=mode, bit_depth=bit_depth, **meta)  # type: ignore[arg-type]
+
+
+def values_of(image: Image) -> np.ndarray:
+    """The integer samples an image's float pixels stand for."""
+    return np.rint(image.pixels.astype(np.float64) * (2**image.bit_depth - 1)).astype(np.int64)
+
+
+def pillow_bytes(picture: PILImage.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def pillow_reduction(picture: PILImage.Image, mode: str) -> np.ndarray:
+    """What pillow decodes a 16-bit colour PNG to: 8 bits, grey+alpha widened to RGBA."""
+    values = np.asarray(picture)
+    if mode == "LA":
+        assert picture.mode == "RGBA"
+        assert (values[..., 0] == values[..., 1]).all() and (values[..., 0] == values[..., 2]).all()
+        return values[..., [0, 3]]
+    assert picture.mode == mode
+    return values
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def temporaries(directory: Path) -> list[str]:
+    return [
+        p.name for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")
+    ]
+
+
+def srgb_profile() -> bytes:
+    ImageCms = pytest.importorskip("PIL.ImageCms")
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def exif_bytes(orientation: int, **tags: object) -> bytes:
+    """EXIF with ``orientation`` and ``_XXXX=value`` tags (hex tag numbers)."""
+    exif = PILImage.Exif()
+    exif[ORIENTATION] = orientation
+    for tag, value in tags.items():
+        exif[int(tag.lstrip("_"), 16)] = value
+    data = exif.tobytes()
+    assert data.startswith(b"Exif\x00\x00")
+    return data[6:]  # the bare TIFF structure, as a PNG eXIf chunk holds it
+
+
+def orientation_of(exif: bytes | None) -> int | None:
+    assert exif is not None
+    parsed = PILImage.Exif()
+    parsed.load(exif)
+    return parsed.get(ORIENTATION)
+
+
+# ---- an independent 16-bit PNG encoder (plain loops) -----------------------------------
+
+
+def paeth_reference(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    if pa <= pb and pa <= pc:
+        return a
+    return b if pb <= pc else c
+
+
+def filter_reference(data: np.ndarray, bpp: int, kinds: list[int]) -> bytes:
+    """PNG-filter uint8 rows ``(h, n)`` byte by byte, row ``y`` with filter ``kinds[y]``."""
+    out = bytearray()
+    previous = [0] * data.shape[1]
+    for row_array, kind in zip(data, kinds):
+        row = row_array.tolist()
+        out.append(kind)
+        for i, value in enumerate(row):
+            a = row[i - bpp] if i >= bpp else 0
+            b = previous[i]
+            c = previous[i - bpp] if i >= bpp else 0
+            predicted = [0, a, b, (a + b) // 2, paeth_reference(a, b, c)][kind]
+            out.append((value - predicted) % 256)
+        previous = row
+    return bytes(out)
+
+
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+ADAM7 = [
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+]
+
+
+def png16_reference(
+    values: np.ndarray,
+    colour_type: int,
+    kinds_for: object,
+    *,
+    interlace: bool = False,
+    extra: bytes = b"",
+) -> bytes:
+    """A 16-bit PNG of ``values`` ``(h, w, c)``; ``kinds_for(h)`` gives each row's filter."""
+    h, w, c = values.shape
+    bpp = 2 * c
+    big_endian = values.astype(">u2").view(np.uint8).reshape(h, w, bpp)
+    passes = ADAM7 if interlace else [(0, 0, 1, 1)]
+    stream = b""
+    for x0, y0, dx, dy in passes:
+        sub = big_endian[y0::dy, x0::dx]
+        if sub.size:
+            rows = sub.reshape(sub.shape[0], -1)
+            stream += filter_reference(rows, bpp, kinds_for(rows.shape[0]))  # type: ignore[operator]
+    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, int(interlace))
+    compressed = zlib.compress(stream)
+    half = len(compressed) // 2  # two IDAT chunks, to exercise concatenation
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + extra
+        + chunk(b"IDAT", compressed[:half])
+        + chunk(b"IDAT", compressed[half:])
+        + chunk(b"IEND", b"")
+    )
+
+
+# ---- the Image record -------------------------------------------------------------------
+
+
+def test_image_properties() -> None:
+    for mode, alpha, colours in [
+        ("L", False, 1),
+        ("LA", True, 1),
+        ("RGB", False, 3),
+        ("RGBA", True, 3),
+    ]:
+        image = Image(np.zeros((2, 3, CHANNELS[mode]), np.float32), mode, 8)
+        assert image.has_alpha is alpha
+        assert image.color_channels == colours
+
+
+@pytest.mark.parametrize(
+    ("shape", "mode", "depth"),
+    [((2, 3), "L", 8), ((2, 3, 3), "L", 8), ((2, 3, 1), "P", 8), ((2, 3, 1), "L", 12)],
+)
+def test_image_rejects_bad_layout(shape: tuple[int, ...], mode: str, depth: int) -> None:
+    with pytest.raises(InvalidParameterError):
+        Image(np.zeros(shape, np.float32), mode, depth)
+
+
+# ---- lossless round trips ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("depth", [8, 16])
+def test_png_round_trip(
+    tmp_path: Path, rng: np.random.Generator, size: tuple[int, int], mode: str, depth: int
+) -> None:
+    values = random_values(rng, *size, CHANNELS[mode], depth)
+    path = tmp_path / "out.png"
+    save_image(image_from_values(values, mode, depth), path)
+    loaded = load_image(path)
+    assert (loaded.mode, loaded.bit_depth, loaded.source_format) == (mode, depth, "PNG")
+    assert loaded.pixels.dtype == np.float32
+    assert loaded.pixels.shape == values.shape
+    np.testing.assert_array_equal(values_of(loaded), values)
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGB", "RGBA"])
+def test_png16_colour_matches_pillow_reduction(
+    tmp_path: Path, rng: np.random.Generator, mode: str
+) -> None:
+    """Pillow reads our 16-bit colour PNGs too, keeping the high byte of each sample."""
+    values = random_values(rng, 31, 17, CHANNELS[mode], 16)
+    path = tmp_path / "out.png"
+    save_image(image_from_values(values, mode, 16), path)
+    with PILImage.open(path) as picture:
+        np.testing.assert_array_equal(pillow_reduction(picture, mode), values >> 8)
+
+
+def test_png16_grey_is_written_by_pillow_as_16_bit(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """The sigma-map case: (H, W, 1) float, mode L, 16-bit, viewable with anything."""
+    sigma_map = rng.random((13, 7, 1)).astype(np.float32)
+    path = tmp_path / "sigma.png"
+    save_image(Image(sigma_map, "L", 16), path)
+    with PILImage.open(path) as picture:
+        assert picture.mode == "I;16"
+        np.testing.assert_array_equal(np.asarray(picture), np.rint(sigma_map[:, :, 0] * 65535))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("ext", [".tif", ".tiff"])
+def test_tiff_round_trip_8_bit(
+    tmp_path: Path, rng: np.random.Generator, mode: str, ext: str
+) -> None:
+    values = random_values(rng, 7, 13, CHANNELS[mode], 8)
+    path = tmp_path / f"out{ext}"
+    save_image(image_from_values(values, mode, 8), path)
+    loaded = load_image(path)
+    assert (loaded.mode, loaded.bit_depth, loaded.source_format) == (mode, 8, "TIFF")
+    np.testing.assert_array_equal(values_of(loaded), values)
+
+
+def test_tiff_keeps_16_bit_grey(tmp_path: Path, rng: np.random.Generator) -> None:
+    values = random_values(rng, 31, 17, 1, 16)
+    save_image(image_from_values(values, "L", 16), tmp_path / "out.tif")
+    loaded = load_image(tmp_path / "out.tif")
+    assert (loaded.mode, loaded.bit_depth) == ("L", 16)
+    np.testing.assert_array_equal(values_of(loaded), values)
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGB", "RGBA"])
+def test_tiff_16_bit_colour_is_rounded_to_8_bits(
+    tmp_path: Path, rng: np.random.Generator, mode: str
+) -> None:
+    values = random_values(rng, 7, 13, CHANNELS[mode], 16)
+    assert output_bit_depth(mode, 16, "tiff") == 8
+    save_image(image_from_values(values, mode, 16), tmp_path / "out.tif")
+    loaded = load_image(tmp_path / "out.tif")
+    assert (loaded.mode, loaded.bit_depth) == (mode, 8)
+    np.testing.assert_array_equal(values_of(loaded), np.rint(values / 65535 * 255))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+@pytest.mark.parametrize("depth", [8, 16])
+def test_bmp_round_trip(tmp_path: Path, rng: np.random.Generator, mode: str, depth: int) -> None:
+    values = random_values(rng, 7, 13, CHANNELS[mode], depth)
+    save_image(image_from_values(values, mode, depth), tmp_path / "out.bmp")
+    loaded = load_image(tmp_path / "out.bmp")
+    assert (loaded.mode, loaded.bit_depth, loaded.source_format) == (mode, 8, "BMP")
+    expected = values if depth == 8 else np.rint(values / 65535 * 255)
+    np.testing.assert_array_equal(values_of(loaded), expected)
+
+
+@pytest.mark.skipif(not features.check("webp"), reason="pillow built without WebP")
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_webp_quality_100_is_lossless(tmp_path: Path, rng: np.random.Generator, mode: str) -> None:
+    values = random_values(rng, 31, 17, CHANNELS[mode], 8)
+    values[..., -1] = 0 if mode == "RGBA" else values[..., -1]  # colour under alpha 0 kept too
+    save_image(image_from_values(values, mode, 8), tmp_path / "out.webp", quality=100)
+    loaded = load_image(tmp_path / "out.webp")
+    assert (loaded.mode, loaded.source_format) == (mode, "WEBP")
+    np.testing.assert_array_equal(values_of(loaded), values)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_jpeg_is_close(tmp_path: Path, mode: str) -> None:
+    ramp = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64, 1)
+    pixels = np.repeat(ramp, CHANNELS[mode], axis=2)
+    save_image(Image(pixels, mode, 8), tmp_path / "out.jpg", quality=95)
+    loaded = load_image(tmp_path / "out.jpg")
+    assert (loaded.mode, loaded.bit_depth, loaded.source_format) == (mode, 8, "JPEG")
+    assert np.abs(loaded.pixels - pixels).mean() < 2 / 255
+
+
+def test_jpeg_quality_matters(tmp_path: Path, rng: np.random.Generator) -> None:
+    image = Image(rng.random((32, 32, 3)).astype(np.float32), "RGB", 8)
+    save_image(image, tmp_path / "low.jpg", quality=10)
+    save_image(image, tmp_path / "high.jpg", quality=95)
+    assert (tmp_path / "low.jpg").stat().st_size < (tmp_path / "high.jpg").stat().st_size
+
+
+def test_load_and_save_streams(rng: np.random.Generator) -> None:
+    values = random_values(rng, 7, 13, 3, 16)
+    buffer = io.BytesIO()
+    save_image(image_from_values(values, "RGB", 16), buffer, format="PNG")
+    buffer.seek(0)
+    np.testing.assert_array_equal(values_of(load_image(buffer)), values)
+
+
+# ---- rounding ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_quantisation_rounds_and_clips(tmp_path: Path, depth: int, mode: str) -> None:
+    top = 2**depth - 1
+    eps = 1e-3 / top
+    row = np.array([0.5 / top + eps, 0.5 / top - eps, 1.5 / top + eps, -0.3, 1.7, 1 - 0.4 / top])
+    pixels = np.repeat(row.reshape(1, -1, 1), CHANNELS[mode], axis=2).astype(np.float32)
+    save_image(Image(pixels, mode, depth), tmp_path / "out.png")
+    loaded = values_of(load_image(tmp_path / "out.png"))
+    np.testing.assert_array_equal(loaded[0, :, 0], [1, 0, 2, 0, top, top])
+
+
+def test_nan_pixels_are_refused(tmp_path: Path) -> None:
+    pixels = np.full((2, 2, 1), np.nan, np.float32)
+    with pytest.raises(InvalidParameterError, match="NaN"):
+        save_image(Image(pixels, "L", 8), tmp_path / "out.png")
+    assert not list(tmp_path.iterdir())
+
+
+# ---- the 16-bit PNG reader against the reference encoder --------------------------------
+
+
+def check_png16(data: bytes, values: np.ndarray, mode: str) -> None:
+    """Pillow (8-bit) and our reader (16-bit) both decode ``data`` to ``values``."""
+    with PILImage.open(io.BytesIO(data)) as picture:
+        reduced = pillow_reduction(picture, mode)
+    np.testing.assert_array_equal(reduced, values >> 8)  # the reference encoder is right
+    loaded = load_image(io.BytesIO(data))
+    assert (loaded.mode, loaded.bit_depth) == (mode, 16)
+    np.testing.assert_array_equal(values_of(loaded), values)
+
+
+@pytest.mark.parametrize("kind", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("mode", ["LA", "RGB", "RGBA"])
+@pytest.mark.parametrize("size", [(1, 1), (1, 6), (6, 1), (17, 31)])
+def test_png16_reader_each_filter(
+    rng: np.random.Generator, kind: int, mode: str, size: tuple[int, int]
+) -> None:
+    values = random_values(rng, *size, CHANNELS[mode], 16)
+    data = png16_reference(values, PNG_COLOUR_TYPE[mode], lambda h: [kind] * h)
+    check_png16(data, values, mode)
+
+
+@pytest.mark.parametrize("band", [3, 512])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_png16_reader_mixed_filters(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, band: int, mode: str
+) -> None:
+    """Random filter per row; small bands put simple and wavefront bands side by side."""
+    monkeypatch.setattr(abio, "_WAVEFRONT_ROWS", band)
+    values = random_values(rng, 29, 11, CHANNELS[mode], 16)
+    kinds = rng.integers(0, 5, size=29).tolist()
+    kinds[6:12] = [0, 1, 2, 2, 1, 0]  # one band of rows that need no wavefront
+    data = png16_reference(values, PNG_COLOUR_TYPE[mode], lambda h: kinds[:h])
+    check_png16(data, values, mode)
+
+
+def test_png16_reader_smooth_image(rng: np.random.Generator) -> None:
+    """Smooth content gives small residuals, where Paeth ties and Average carries matter."""
+    y, x = np.mgrid[0:23, 0:19]
+    base = (y * 700 + x * 300 + rng.integers(0, 4, (23, 19))).astype(np.int64)
+    values = np.stack([base, base[::-1] + 5, 65535 - base], axis=2) % 65536
+    for kind in (3, 4):
+        data = png16_reference(values, 2, lambda h, kind=kind: [kind] * h)
+        check_png16(data, values, "RGB")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (17, 23)])
+def test_png16_reader_interlaced(rng: np.random.Generator, size: tuple[int, int]) -> None:
+    values = random_values(rng, *size, 4, 16)
+    data = png16_reference(values, 6, lambda h: rng.integers(0, 5, size=h).tolist(), interlace=True)
+    check_png16(data, values, "RGBA")
+
+
+def test_png16_reader_transparent_key_colour(rng: np.random.Generator) -> None:
+    values = random_values(rng, 5, 4, 3, 16)
+    key = values[2, 1]
+    trns = chunk(b"tRNS", key.astype(">u2").tobytes())
+    loaded = load_image(io.BytesIO(png16_reference(values, 2, lambda h: [1] * h, extra=trns)))
+    assert loaded.mode == "RGBA"
+    alpha = values_of(loaded)[:, :, 3]
+    np.testing.assert_array_equal(alpha == 0, (values == key).all(axis=2))
+    np.testing.assert_array_equal(values_of(loaded)[:, :, :3], values)
+
+
+def test_png16_reader_metadata(rng: np.random.Generator) -> None:
+    profile = srgb_profile()
+    values = random_values(rng, 3, 5, 3, 16)
+    extra = chunk(b"iCCP", b"sRGB\x00\x00" + zlib.compress(profile)) + chunk(
+        b"eXIf", exif_bytes(6, _010F="Maker")
+    )
+    loaded = load_image(io.BytesIO(png16_reference(values, 2, lambda h: [4] * h, extra=extra)))
+    assert loaded.icc_profile == profile
+    assert orientation_of(loaded.exif) == 1
+    assert loaded.exif is not None and b"Maker" in loaded.exif
+    np.testing.assert_array_equal(values_of(loaded), np.rot90(values, -1))  # orientation 6
+
+
+def test_png16_writer_keeps_metadata(tmp_path: Path, rng: np.random.Generator) -> None:
+    profile = srgb_profile()
+    exif = b"Exif\x00\x00" + exif_bytes(1, _010F="Maker")
+    image = image_from_values(
+        random_values(rng, 4, 3, 4, 16), "RGBA", 16, icc_profile=profile, exif=exif
+    )
+    save_image(image, tmp_path / "out.png")
+    with PILImage.open(tmp_path / "out.png") as picture:
+        picture.load()
+        assert picture.info["icc_profile"] == profile
+        assert picture.getexif()[0x010F] == "Maker"
+    loaded = load_image(tmp_path / "out.png")
+    assert (loaded.icc_profile, loaded.exif) == (profile, exif)
+
+
+# ---- modes pillow decodes --------------------------------------------------------------
+
+
+def test_palette_without_transparency(tmp_path: Path, rng: np.random.Generator) -> None:
+    indices = rng.integers(0, 4, (7, 13), dtype=np.uint8)
+    palette = rng.integers(0, 256, (4, 3), dtype=np.uint8)
+    picture = PILImage.new("P", (13, 7))
+    picture.putdata(indices.ravel().tolist())
+    picture.putpalette(palette.ravel().tolist())
+    loaded = load_image(write(tmp_path / "p.png", pillow_bytes(picture, "PNG")))
+    assert (loaded.mode, loaded.bit_depth) == ("RGB", 8)
+    np.testing.assert_array_equal(values_of(loaded), palette[indices])
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_palette_with_transparency(tmp_path: Path, rng: np.random.Generator, fmt: str) -> None:
+    indices = rng.integers(0, 4, (7, 13), dtype=np.uint8)
+    indices[0, 0] = 2
+    palette = rng.integers(0, 256, (4, 3), dtype=np.uint8)
+    picture = PILImage.new("P", (13, 7))
+    picture.putdata(indices.ravel().tolist())
+    picture.putpalette(palette.ravel().tolist())
+    loaded = load_image(
+        write(tmp_path / f"p.{fmt.lower()}", pillow_bytes(picture, fmt, transparency=2))
+    )
+    assert loaded.mode == "RGBA"
+    result = values_of(loaded)
+    np.testing.assert_array_equal(result[:, :, 3], np.where(indices == 2, 0, 255))
+    opaque = indices != 2
+    np.testing.assert_array_equal(result[:, :, :3][opaque], palette[indices][opaque])
+
+
+def test_bilevel_becomes_grey(tmp_path: Path, rng: np.random.Generator) -> None:
+    bits = rng.integers(0, 2, (7, 13)).astype(bool)
+    loaded = load_image(write(tmp_path / "b.png", pillow_bytes(PILImage.fromarray(bits), "PNG")))
+    assert (loaded.mode, loaded.bit_depth) == ("L", 8)
+    np.testing.assert_array_equal(values_of(loaded)[:, :, 0], bits * 255)
+
+
+def test_grey_with_transparent_key_gets_alpha(tmp_path: Path, rng: np.random.Generator) -> None:
+    grey = rng.integers(0, 256, (7, 13), dtype=np.uint8)
+    grey[3, 3] = 9
+    data = pillow_bytes(PILImage.fromarray(grey), "PNG", transparency=9)
+    loaded = load_image(write(tmp_path / "t.png", data))
+    assert loaded.mode == "LA"
+    np.testing.assert_array_equal(values_of(loaded)[:, :, 1], np.where(grey == 9, 0, 255))
+
+
+def test_32_bit_integer_grey(tmp_path: Path, rng: np.random.Generator) -> None:
+    values = rng.integers(0, 65536, (7, 13)).astype(np.int32)
+    picture = PILImage.fromarray(values)
+    assert picture.mode == "I"
+    loaded = load_image(write(tmp_path / "i.tif", pillow_bytes(picture, "TIFF")))
+    assert (loaded.mode, loaded.bit_depth) == ("L", 16)
+    np.testing.assert_array_equal(values_of(loaded)[:, :, 0], values)
+    too_big = PILImage.fromarray(values + 70000)
+    with pytest.raises(
+        InputImageError, match="big.tif': 32-bit integer images with values outside"
+    ):
+        load_image(write(tmp_path / "big.tif", pillow_bytes(too_big, "TIFF")))
+
+
+def test_float_images_are_refused(tmp_path: Path) -> None:
+    picture = PILImage.fromarray(np.zeros((3, 4), np.float32))
+    with pytest.raises(InputImageError, match="f.tif': 32-bit float images are not supported$"):
+        load_image(write(tmp_path / "f.tif", pillow_bytes(picture, "TIFF")))
+
+
+def test_cmyk_becomes_rgb_without_profile(tmp_path: Path) -> None:
+    picture = PILImage.new("CMYK", (5, 4), (0, 255, 255, 0))  # red
+    data = pillow_bytes(picture, "JPEG", quality=100, icc_profile=b"not an RGB profile")
+    loaded = load_image(write(tmp_path / "c.jpg", data))
+    assert loaded.mode == "RGB"
+    assert loaded.icc_profile is None
+    np.testing.assert_allclose(loaded.pixels[2, 2], [1, 0, 0], atol=3 / 255)
+
+
+def test_rgbx_and_ycbcr_become_rgb(tmp_path: Path) -> None:
+    for mode, colour in [("RGBX", (10, 20, 30, 0)), ("YCbCr", (128, 128, 128))]:
+        picture = PILImage.new(mode, (3, 2), colour)
+        loaded = load_image(write(tmp_path / f"{mode}.tif", pillow_bytes(picture, "TIFF")))
+        assert loaded.mode == "RGB"
+        expected = np.asarray(picture.convert("RGB"))
+        np.testing.assert_allclose(values_of(loaded), expected, atol=1)
+
+
+def test_lab_becomes_srgb(tmp_path: Path) -> None:
+    picture = PILImage.new("LAB", (3, 2), (255, 128, 128))  # L* = 100, a* = b* = 0: white
+    loaded = load_image(write(tmp_path / "lab.tif", pillow_bytes(picture, "TIFF")))
+    assert (loaded.mode, loaded.icc_profile) == ("RGB", None)
+    np.testing.assert_allclose(loaded.pixels, 1, atol=2 / 255)
+
+
+@pytest.mark.parametrize(
+    ("mode", "colour", "expected_mode", "expected"),
+    [
+        ("HSV", (0, 255, 255), "RGB", [255, 0, 0]),
+        ("PA", (1, 7), "RGBA", None),
+        ("La", (50, 255), "LA", [50, 255]),
+        ("RGBa", (10, 20, 30, 255), "RGBA", [10, 20, 30, 255]),
+        ("1", 1, "L", [255]),
+    ],
+)
+def test_in_memory_modes(mode: str, colour: object, expected_mode: str, expected: object) -> None:
+    """Modes no file format here writes; the conversion is the same for decoded files."""
+    image = abio._image_from_pillow(PILImage.new(mode, (3, 2), colour), "x")  # type: ignore[arg-type]
+    assert (image.mode, image.bit_depth) == (expected_mode, 8)
+    if expected is not None:
+        np.testing.assert_array_equal(values_of(image)[1, 2], expected)
+
+
+def test_big_endian_16_bit_grey() -> None:
+    values = np.arange(6).reshape(2, 3) * 10000
+    picture = PILImage.frombytes("I;16B", (3, 2), values.astype(">u2").tobytes())
+    image = abio._image_from_pillow(picture, "x")
+    assert (image.mode, image.bit_depth) == ("L", 16)
+    np.testing.assert_array_equal(values_of(image)[:, :, 0], values)
+
+
+# ---- EXIF orientation and ICC -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(
+    tmp_path: Path, rng: np.random.Generator, orientation: int
+) -> None:
+    values = rng.integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    picture = PILImage.fromarray(values)
+    exif = exif_bytes(orientation, _010F="Maker")
+    path = write(tmp_path / "o.png", pillow_bytes(picture, "PNG", exif=exif))
+    loaded = load_image(path)
+    with PILImage.open(path) as source:
+        expected = np.asarray(ImageOps.exif_transpose(source))
+    np.testing.assert_array_equal(values_of(loaded), expected)
+    if orientation in (5, 6, 7, 8):
+        assert loaded.pixels.shape[:2] == (5, 3)
+    assert orientation_of(loaded.exif) == 1
+    assert loaded.exif is not None and loaded.exif.startswith(b"Exif\x00\x00")
+    assert b"Maker" in loaded.exif
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png", "webp", "tif"])
+def test_saved_exif_has_orientation_1(tmp_path: Path, rng: np.random.Generator, fmt: str) -> None:
+    if fmt == "webp" and not features.check("webp"):
+        pytest.skip("pillow built without WebP")
+    picture = PILImage.fromarray(rng.integers(0, 256, (4, 6, 3), dtype=np.uint8))
+    source = write(
+        tmp_path / "in.jpg",
+        pillow_bytes(picture, "JPEG", exif=b"Exif\x00\x00" + exif_bytes(6, _010F="Maker")),
+    )
+    loaded = load_image(source)
+    assert loaded.pixels.shape == (6, 4, 3)
+    save_image(loaded, tmp_path / f"out.{fmt}")
+    with PILImage.open(tmp_path / f"out.{fmt}") as written:
+        written.load()
+        exif = written.getexif()
+        assert exif.get(ORIENTATION, 1) == 1
+        assert exif[0x010F] == "Maker"
+        assert written.size == (4, 6)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [
+        ("png", "RGB"),
+        ("png", "RGBA"),
+        ("jpg", "RGB"),
+        ("webp", "RGB"),
+        ("tif", "RGB"),
+        ("png", "L"),
+    ],
+)
+@pytest.mark.parametrize("depth", [8, 16])
+def test_icc_profile_is_kept(
+    tmp_path: Path, rng: np.random.Generator, fmt: str, mode: str, depth: int
+) -> None:
+    if fmt == "webp" and not features.check("webp"):
+        pytest.skip("pillow built without WebP")
+    profile = srgb_profile()
+    image = image_from_values(
+        random_values(rng, 5, 7, CHANNELS[mode], depth), mode, depth, icc_profile=profile
+    )
+    save_image(image, tmp_path / f"out.{fmt}")
+    with PILImage.open(tmp_path / f"out.{fmt}") as written:
+        written.load()
+        assert written.info.get("icc_profile") == profile
+    assert load_image(tmp_path / f"out.{fmt}").icc_profile == profile
+
+
+def test_icc_profile_is_read(tmp_path: Path, rng: np.random.Generator) -> None:
+    profile = srgb_profile()
+    picture = PILImage.fromarray(rng.integers(0, 256, (4, 6, 3), dtype=np.uint8))
+    loaded = load_image(
+        write(tmp_path / "in.jpg", pillow_bytes(picture, "JPEG", icc_profile=profile))
+    )
+    assert loaded.icc_profile == profile
+    assert loaded.exif is None
+
+
+# ---- input errors -----------------------------------------------------------------------
+
+
+def png_file(
+    tmp_path: Path, rng: np.random.Generator, depth: int = 8, size: tuple[int, int] = (40, 50)
+) -> Path:
+    values = random_values(rng, *size, 3, depth)
+    path = tmp_path / f"good{depth}.png"
+    save_image(image_from_values(values, "RGB", depth), path)
+    return path
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputImageError, match=r"cannot read '.*nope\.png': no such file"):
+        load_image(tmp_path / "nope.png")
+
+
+def test_directory(tmp_path: Path) -> None:
+    with pytest.raises(InputImageError, match="is a directory"):
+        load_image(tmp_path)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    with pytest.raises(InputImageError, match="file is empty"):
+        load_image(write(tmp_path / "empty.png", b""))
+
+
+def test_text_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "notes.png", b"these are notes, not pixels\n" * 20)
+    with pytest.raises(InputImageError, match="notes.png.*not an image"):
+        load_image(path)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read anything")
+def test_unreadable_file(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = png_file(tmp_path, rng)
+    path.chmod(0)
+    with pytest.raises(InputImageError, match="permission denied"):
+        load_image(path)
+
+
+def test_permission_denied_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message mapping behind test_unreadable_file, which root cannot run."""
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(abio, "open", denied, raising=False)
+    with pytest.raises(InputImageError, match=r"cannot read '.*x\.png': permission denied"):
+        load_image(tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_truncated_png(tmp_path: Path, rng: np.random.Generator, depth: int) -> None:
+    data = png_file(tmp_path, rng, depth).read_bytes()
+    path = write(tmp_path / "cut.png", data[: len(data) // 2])
+    with pytest.raises(InputImageError, match="cut.png': file is truncated"):
+        load_image(path)
+
+
+def test_truncated_jpeg(tmp_path: Path, rng: np.random.Generator) -> None:
+    picture = PILImage.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    data = pillow_bytes(picture, "JPEG")
+    with pytest.raises(InputImageError, match="file is truncated"):
+        load_image(write(tmp_path / "cut.jpg", data[: len(data) // 2]))
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_corrupt_png(tmp_path: Path, rng: np.random.Generator, depth: int) -> None:
+    data = bytearray(png_file(tmp_path, rng, depth).read_bytes())
+    start = data.find(b"IDAT") + 4
+    data[start + 10 : start + 30] = bytes(b ^ 0xA5 for b in data[start + 10 : start + 30])
+    with pytest.raises(InputImageError, match="bad.png': file is corrupt"):
+        load_image(write(tmp_path / "bad.png", bytes(data)))
+
+
+def test_corrupt_png16_data_with_valid_crc() -> None:
+    row = bytes(4 * 6)  # four 16-bit RGB pixels
+    stream = zlib.compress(b"\x07" + row + (b"\x00" + row) * 3)  # filter type 7 does not exist
+    header = struct.pack(">IIBBBBB", 4, 4, 16, 2, 0, 0, 0)
+    data = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
+    )
+    with pytest.raises(InputImageError, match="unknown filter type 7"):
+        load_image(io.BytesIO(data))
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_decompression_bomb_checked_before_decoding(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, depth: int
+) -> None:
+    path = png_file(tmp_path, rng, depth)
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded before the size check")
+
+    monkeypatch.setattr(PILImage.Image, "load", no_decoding)
+    monkeypatch.setattr(abio, "_png16_samples", no_decoding)
+    with pytest.raises(
+        InputImageError,
+        match=r"has 2,000 pixels, more than the limit of 1,999; raise it with --max-pixels",
+    ):
+        load_image(path, max_pixels=1999)
+
+
+def test_pixel_limit_at_the_boundary_and_unlimited(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    path = png_file(tmp_path, rng)
+    for limit in (2000, None, 0):
+        assert load_image(path, max_pixels=limit).pixels.shape == (40, 50, 3)
+    with pytest.raises(InvalidParameterError):
+        load_image(path, max_pixels=-1)
+
+
+def test_our_limit_overrides_pillows(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow would warn (an error under our pytest settings) and refuse; our limit decides."""
+    path = png_file(tmp_path, rng)  # 2,000 pixels
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)
+    for limit in (2000, None):
+        assert load_image(path, max_pixels=limit).pixels.shape == (40, 50, 3)
+    for limit in (150, 1999):  # below and above pillow's error threshold of 200
+        with pytest.raises(
+            InputImageError, match=f"has 2,000 pixels, more than the limit of {limit:,}"
+        ):
+            load_image(path, max_pixels=limit)
+    assert PILImage.MAX_IMAGE_PIXELS == 100
+
+
+def test_default_limit_is_pillows_error_threshold() -> None:
+    assert PILImage.MAX_IMAGE_PIXELS is not None
+    assert abio.DEFAULT_MAX_PIXELS == 2 * PILImage.MAX_IMAGE_PIXELS
+
+
+def test_stdin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rng: np.random.Generator) -> None:
+    data = png_file(tmp_path, rng, 16).read_bytes()
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(data)))
+    loaded = load_image("-")
+    assert (loaded.mode, loaded.bit_depth) == ("RGB", 16)
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(b"")))
+    with pytest.raises(InputImageError, match="'<stdin>': file is empty"):
+        load_image("-")
+
+
+# ---- output formats ---------------------------------------------------------------------
+
+
+def test_format_for_path() -> None:
+    cases = {
+        "a.PNG": "PNG",
+        "b.jpg": "JPEG",
+        "c.jpeg": "JPEG",
+        "d.tif": "TIFF",
+        "e.TIFF": "TIFF",
+        "f.bmp": "BMP",
+        "g.xyz": None,
+        "noext": None,
+        "h.gif": None,
+    }
+    if features.check("webp"):
+        cases["i.webp"] = "WEBP"
+    for path, expected in cases.items():
+        assert format_for_path(path) == expected, path
+    assert format_for_path(Path("dir.png") / "x.jpg") == "JPEG"
+
+
+def test_readable_extensions() -> None:
+    assert {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"} <= abio.READABLE_EXTENSIONS
+    assert all(ext.startswith(".") and ext == ext.lower() for ext in abio.READABLE_EXTENSIONS)
+    assert set(abio.SUPPORTED_OUTPUT_FORMATS) <= {"PNG", "JPEG", "TIFF", "WEBP", "BMP"}
+
+
+@pytest.mark.parametrize(
+    ("alias", "name"),
+    [
+        ("png", "PNG"),
+        ("JPG", "JPEG"),
+        ("jpeg", "JPEG"),
+        ("tif", "TIFF"),
+        ("Tiff", "TIFF"),
+        ("bmp", "BMP"),
+        (".png", "PNG"),
+    ],
+)
+def test_check_output_format_aliases(alias: str, name: str) -> None:
+    assert check_output_format("RGB", alias) == name
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "bmp"])
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_alpha_is_refused_before_any_pixels(tmp_path: Path, fmt: str, mode: str) -> None:
+    name = {"jpg": "JPEG", "bmp": "BMP"}[fmt]
+    message = f"{name} cannot store transparency; write PNG, WebP or TIFF instead"
+    with pytest.raises(OutputImageError, match=message):
+        check_output_format(mode, fmt)
+    with pytest.raises(OutputImageError, match=message):
+        check_output_format(mode, None, tmp_path / f"out.{fmt}")
+    with pytest.raises(OutputImageError, match=message):
+        save_image(
+            Image(np.zeros((2, 2, CHANNELS[mode]), np.float32), mode, 8), tmp_path / f"out.{fmt}"
+        )
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_extension_and_format(tmp_path: Path) -> None:
+    image = Image(np.zeros((2, 2, 3), np.float32), "RGB", 8)
+    with pytest.raises(
+        OutputImageError, match=r"cannot tell the output format from '.*out\.xyz'; use --format"
+    ):
+        save_image(image, tmp_path / "out.xyz")
+    with pytest.raises(OutputImageError, match="not supported"):
+        save_image(image, tmp_path / "out.gif")
+    with pytest.raises(InvalidParameterError, match="unknown output format 'xyz'"):
+        save_image(image, tmp_path / "out.png", format="xyz")
+    save_image(image, tmp_path / "out.xyz", format="png")  # --format wins over the extension
+    with PILImage.open(tmp_path / "out.xyz") as written:
+        assert written.format == "PNG"
+
+
+def test_bad_quality(tmp_path: Path) -> None:
+    image = Image(np.zeros((2, 2, 3), np.float32), "RGB", 8)
+    for quality in (0, 101):
+        with pytest.raises(InvalidParameterError, match="quality"):
+            save_image(image, tmp_path / "out.jpg", quality=quality)
+
+
+def test_output_bit_depth() -> None:
+    assert output_bit_depth("RGB", 16, "png") == 16
+    assert output_bit_depth("L", 16, "TIFF") == 16
+    assert output_bit_depth("RGB", 16, "jpeg") == 8
+    assert output_bit_depth("L", 8, "png") == 8
+
+
+# ---- stdout -----------------------------------------------------------------------------
+
+
+def test_stdout_needs_a_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdout = types.SimpleNamespace(buffer=io.BytesIO())
+    monkeypatch.setattr(sys, "stdout", stdout)
+    image = Image(np.zeros((2, 2, 3), np.float32), "RGB", 8)
+    with pytest.raises(OutputImageError, match="writing to stdout needs --format"):
+        save_image(image, "-")
+    assert stdout.buffer.getvalue() == b""
+
+
+def test_stdout_gets_only_the_image(
+    monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
+) -> None:
+    stdout = types.SimpleNamespace(buffer=io.BytesIO())
+    monkeypatch.setattr(sys, "stdout", stdout)
+    values = random_values(rng, 7, 13, 4, 16)
+    save_image(image_from_values(values, "RGBA", 16), "-", format="png")
+    data = stdout.buffer.getvalue()
+    assert data.startswith(b"\x89PNG") and data.endswith(chunk(b"IEND", b""))
+    np.testing.assert_array_equal(values_of(load_image(io.BytesIO(data))), values)
+
+
+def test_stdout_untouched_when_encoding_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdout = types.SimpleNamespace(buffer=io.BytesIO())
+    monkeypatch.setattr(sys, "stdout", stdout)
+
+    def half_then_fail(
+        self: PILImage.Image, fp: io.BytesIO, *args: object, **kwargs: object
+    ) -> None:
+        fp.write(b"partial")
+        raise OSError("encoder exploded")
+
+    monkeypatch.setattr(PILImage.Image, "save", half_then_fail)
+    with pytest.raises(OutputImageError, match="encoder exploded"):
+        save_image(Image(np.zeros((2, 2, 3), np.float32), "RGB", 8), "-", format="jpeg")
+    assert stdout.buffer.getvalue() == b""
+
+
+# ---- output errors and atomic writes ------------------------------------------------------
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    image = Image(np.zeros((2, 2, 3), np.float32), "RGB", 8)
+    with pytest.raises(OutputImageError, match="does not exist"):
+        save_image(image, tmp_path / "no" / "such" / "out.png")
+
+
+def test_destination_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "d.png").mkdir()
+    image = Image(np.zeros((2, 2, 3), np.float32), "RGB", 8)
+    with pytest.raises(OutputImageError, match="is a directory"):
+        save_image(image, tmp_path / "d.png")
+    assert temporaries(tmp_path) == []
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_directory(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(OutputImageError, match="permission denied"):
+            save_image(Image(np.zeros((2, 2, 3), np.float32), "RGB", 8), locked / "out.png")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_temporary_file_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message mapping behind test_unwritable_directory, which root cannot run."""
+
+    def denied(*args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(OutputImageError, match=r"cannot write '.*out\.png': permission denied"):
+        save_image(Image(np.zeros((2, 2, 3), np.float32), "RGB", 8), tmp_path / "out.png")
+
+
+def test_no_overwrite(tmp_path: Path) -> None:
+    dest = write(tmp_path / "out.png", b"precious")
+    image = Image(np.zeros((2, 2, 3), np.float32), "RGB", 8)
+    with pytest.raises(OutputImageError, match="already exists"):
+        save_image(image, dest, overwrite=False)
+    assert dest.read_bytes() == b"precious"
+    save_image(image, tmp_path / "new.png", overwrite=False)
+    assert load_image(tmp_path / "new.png").pixels.shape == (2, 2, 3)
+    assert temporaries(tmp_path) == []
+
+
+def test_overwrite_replaces_and_leaves_no_temporary(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    dest = write(tmp_path / "out.png", b"old")
+    dest.chmod(0o640)
+    values = random_values(rng, 3, 4, 3, 8)
+    save_image(image_from_values(values, "RGB", 8), dest)
+    np.testing.assert_array_equal(values_of(load_image(dest)), values)
+    assert temporaries(tmp_path) == []
+    assert dest.stat().st_mode & 0o777 == 0o640
+
+
+def test_write_through_symlink(tmp_path: Path) -> None:
+    target = write(tmp_path / "target.png", b"old")
+    link = tmp_path / "link.png"
+    link.symlink_to(target)
+    save_image(Image(np.ones((2, 2, 1), np.float32), "L", 8), link)
+    assert link.is_symlink()
+    assert load_image(target).pixels.min() == 1
+
+
+@pytest.mark.parametrize(("depth", "encoder"), [(8, "pillow"), (16, "png16")])
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError, ValueError])
+def test_failed_save_leaves_destination_untouched(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    depth: int,
+    encoder: str,
+    failure: type[BaseException],
+) -> None:
+    dest = write(tmp_path / "out.png", b"original bytes")
+
+    if encoder == "pillow":
+
+        def broken(
+            self: PILImage.Image, fp: io.BufferedWriter, *args: object, **kwargs: object
+        ) -> None:
+            fp.write(b"half an image")
+            raise failure("boom")
+
+        monkeypatch.setattr(PILImage.Image, "save", broken)
+    else:
+
+        def broken_png16(*args: object) -> bytes:
+            raise failure("boom")
+
+        monkeypatch.setattr(abio, "_encode_png16", broken_png16)
+    image = Image(np.zeros((3, 3, 3), np.float32), "RGB", depth)
+    expected = KeyboardInterrupt if failure is KeyboardInterrupt else OutputImageError
+    with pytest.raises(expected):
+        save_image(image, dest)
+    assert dest.read_bytes() == b"original bytes"
+    assert temporaries(tmp_path) == []
+
+
+def test_failed_rename_leaves_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_rename(src: str, dst: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(OutputImageError, match="permission denied"):
+        save_image(Image(np.zeros((3, 3, 3), np.float32), "RGB", 8), tmp_path / "out.png")
+    assert list(tmp_path.iterdir()) == []
