@@ -14,7 +14,9 @@ BORDER_MODES = frozenset({"reflect", "replicate", "constant"})
 DEFAULT_BORDER = "reflect"
 
 
-def border_index(index: torch.Tensor, size: int, mode: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def border_index(
+    index: torch.Tensor, size: int, mode: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Map integer positions (possibly outside ``[0, size)``) to source positions.
 
     Returns:
@@ -33,9 +35,7 @@ def border_index(index: torch.Tensor, size: int, mode: str) -> tuple[torch.Tenso
     return clamped, (index >= 0) & (index < size)
 
 
-def read_window(
-    image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, mode: str
-) -> torch.Tensor:
+def read_window(image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, mode: str) -> torch.Tensor:
     """Rows ``[y0, y1)`` and columns ``[x0, x1)`` of ``image (..., H, W)``, borders filled by ``mode``.
 
     The bounds may lie outside the image by any amount. Only the requested

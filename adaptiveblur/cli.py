@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from adaptiveblur._version import __version__
+
 try:  # typer >= 0.22 carries its own copy of click
     from typer import TyperException as _CommandLineError
 except ImportError:  # older typer on top of click
-    from click import ClickException as _CommandLineError
+    from click import ClickException as _CommandLineError  # type: ignore[no-redef]
 
 from adaptiveblur.errors import (
     EXIT_INTERNAL,
@@ -29,22 +31,12 @@ from adaptiveblur.errors import (
 )
 
 if TYPE_CHECKING:
-    from adaptiveblur.pipeline import BlurSettings
+    pass
 
 PROG = "adaptiveblur"
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
-app = typer.Typer(
-    name=PROG,
-    help="Blur each pixel of an image with its own Gaussian, its sigma taken from the pixel's "
-    "intensity or from a separate map. Exact, tiled, on CPU or CUDA.",
-    add_completion=False,
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-RUN_EPILOG = """\b
+EXAMPLES = """\b
 Examples:
   adaptiveblur run photo.jpg soft.jpg --max-sigma 4
   adaptiveblur run photo.jpg out.png --max-sigma 6 --invert --gamma 2
@@ -56,6 +48,17 @@ Exit codes: 0 ok, 2 usage or bad option value, 3 input error, 4 output error,
 5 device unavailable, 70 internal error, 130 interrupted.
 """
 
+app = typer.Typer(
+    name=PROG,
+    help="Blur each pixel of an image with its own Gaussian, its sigma taken from the pixel's "
+    "intensity or from a separate map. Exact, tiled, on CPU or CUDA.",
+    epilog=EXAMPLES,
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
 
 def _version_callback(value: bool) -> None:
     if value:
@@ -66,44 +69,74 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _main_options(
     version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+        False,
+        "--version",
+        callback=_version_callback,
+        is_eager=True,
+        help="Print the version and exit.",
     ),
-    traceback: bool = typer.Option(False, "--traceback", help="Show the full traceback on errors."),
+    show_traceback: bool = typer.Option(
+        False, "--traceback", help="Show the full traceback on errors."
+    ),
 ) -> None:
     """Per-pixel adaptive Gaussian blur."""
 
 
-@app.command(epilog=RUN_EPILOG, no_args_is_help=True)
+@app.command(epilog=EXAMPLES, no_args_is_help=True)
 def run(
     source: str = typer.Argument(..., metavar="IN", help="Input image, or - for stdin."),
-    dest: str = typer.Argument(..., metavar="OUT", help="Output image, or - for stdout (needs --format)."),
-    max_sigma: float = typer.Option(..., "--max-sigma", help="Sigma (pixels) where the intensity is 1."),
-    min_sigma: float = typer.Option(0.0, "--min-sigma", help="Sigma (pixels) where the intensity is 0."),
-    gamma: float = typer.Option(1.0, "--gamma", help="Curve exponent: sigma follows intensity**gamma."),
-    invert: bool = typer.Option(False, "--invert", help="Blur dark pixels most instead of bright ones."),
-    channel: str = typer.Option(
-        "luminance", "--channel", help="Intensity: luminance (Rec. 709), mean, red, green, blue or alpha."
+    dest: str = typer.Argument(
+        ..., metavar="OUT", help="Output image, or - for stdout (needs --format)."
     ),
-    map_path: Optional[str] = typer.Option(
+    max_sigma: float = typer.Option(
+        ..., "--max-sigma", help="Sigma (pixels) where the intensity is 1."
+    ),
+    min_sigma: float = typer.Option(
+        0.0, "--min-sigma", help="Sigma (pixels) where the intensity is 0."
+    ),
+    gamma: float = typer.Option(
+        1.0, "--gamma", help="Curve exponent: sigma follows intensity**gamma."
+    ),
+    invert: bool = typer.Option(
+        False, "--invert", help="Blur dark pixels most instead of bright ones."
+    ),
+    channel: str = typer.Option(
+        "luminance",
+        "--channel",
+        help="Intensity: luminance (Rec. 709), mean, red, green, blue or alpha.",
+    ),
+    map_path: str | None = typer.Option(
         None, "--map", help="Take intensity from this image (a depth map or mask) instead."
     ),
-    resize_map: bool = typer.Option(False, "--resize-map", help="Resize a --map of another size to fit."),
-    save_sigma: Optional[str] = typer.Option(
-        None, "--save-sigma", help="Also write the sigma map as a 16-bit gray image (white = max sigma)."
+    resize_map: bool = typer.Option(
+        False, "--resize-map", help="Resize a --map of another size to fit."
+    ),
+    save_sigma: str | None = typer.Option(
+        None,
+        "--save-sigma",
+        help="Also write the sigma map as a 16-bit gray image (white = max sigma).",
     ),
     truncate: float = typer.Option(3.0, "--truncate", help="Window radius in sigmas."),
-    border: str = typer.Option("reflect", "--border", help="Border mode: reflect, replicate or constant."),
-    linear: bool = typer.Option(False, "--linear", help="Blur in linear light (default: as stored, sRGB)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    max_memory: Optional[str] = typer.Option(
-        None, "--max-memory", help="Memory budget for the blur's temporaries, e.g. 512M or 2G (default 1G)."
+    border: str = typer.Option(
+        "reflect", "--border", help="Border mode: reflect, replicate or constant."
     ),
-    output_format: Optional[str] = typer.Option(
-        None, "--format", help="Output format (png, jpeg, tiff, webp, bmp); default from OUT's extension."
+    linear: bool = typer.Option(
+        False, "--linear", help="Blur in linear light (default: as stored, sRGB)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    max_memory: str | None = typer.Option(
+        None,
+        "--max-memory",
+        help="Memory budget for the blur's temporaries, e.g. 512M or 2G (default 1G).",
+    ),
+    output_format: str | None = typer.Option(
+        None,
+        "--format",
+        help="Output format (png, jpeg, tiff, webp, bmp); default from OUT's extension.",
     ),
     quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality, 1-100."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow OUT to replace IN."),
-    max_pixels: Optional[int] = typer.Option(
+    max_pixels: int | None = typer.Option(
         None, "--max-pixels", help="Refuse larger inputs (decompression-bomb guard); 0 = no limit."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -147,7 +180,13 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     if not enabled or not sys.stderr.isatty():
         yield None
         return
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(
         TextColumn("blurring"),
@@ -175,7 +214,9 @@ def _parse_bytes(text: str | None) -> int | None:
 
     match = _SIZE.match(text)
     if not match:
-        raise InvalidParameterError(f"expected a size like 512M or 2G for --max-memory, got {text!r}")
+        raise InvalidParameterError(
+            f"expected a size like 512M or 2G for --max-memory, got {text!r}"
+        )
     number, unit = float(match.group(1)), match.group(2).lower()
     value = int(number * 1024 ** "kmgt".find(unit) * 1024) if unit else int(number)
     if value <= 0:
@@ -202,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return done.exit_code
     except _CommandLineError as error:
         context = getattr(error, "ctx", None)
+        if type(error).__name__ == "NoArgsIsHelpError" and context is not None:
+            _stderr.print(context.get_help(), markup=False)  # a bare command: show its help
+            return EXIT_USAGE
         hint = f" (see '{context.command_path} --help')" if context is not None else ""
         _error(f"{error.format_message()}{hint}")
         return getattr(error, "exit_code", EXIT_USAGE)
@@ -210,15 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except AdaptiveBlurError as error:
         if show_traceback:
-            raise
+            traceback.print_exc()
         _error(str(error))
         return error.exit_code
-    except BrokenPipeError:
-        return 0
     except Exception as error:  # noqa: BLE001 - the one place that turns bugs into a message
         if show_traceback:
-            raise
-        _error(f"internal error: {type(error).__name__}: {error} (rerun with --traceback for details)")
+            traceback.print_exc()
+        _error(
+            f"internal error: {type(error).__name__}: {error} (rerun with --traceback for details)"
+        )
         return EXIT_INTERNAL
 
 

@@ -7,7 +7,9 @@ import torch
 from adaptiveblur.errors import DeviceUnavailableError, InvalidParameterError
 
 
-def resolve_device(device: str | torch.device | None, fallback: torch.device | None = None) -> torch.device:
+def resolve_device(
+    device: str | torch.device | None, fallback: torch.device | None = None
+) -> torch.device:
     """Turn a user's device request into a usable :class:`torch.device`.
 
     ``None`` means ``fallback`` (the input's device) when given, else ``auto``; ``auto``

@@ -33,9 +33,7 @@ def radius_map(sigma: torch.Tensor, truncate: float = DEFAULT_TRUNCATE) -> torch
     return torch.floor(sigma.to(torch.float64) * float(truncate) + 0.5).to(torch.int64)
 
 
-def gaussian_taps(
-    sigma: torch.Tensor, radius: torch.Tensor, offsets: torch.Tensor
-) -> torch.Tensor:
+def gaussian_taps(sigma: torch.Tensor, radius: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """1-D Gaussian weights of each pixel at each offset, zero outside its own window.
 
     Args:

@@ -48,7 +48,9 @@ class BlurSettings:
         check_blur_options(self.truncate, self.border, self.max_memory)
 
 
-def sigma_map_for(image: io.Image, settings: BlurSettings, sigma_source: io.Image | None = None) -> torch.Tensor:
+def sigma_map_for(
+    image: io.Image, settings: BlurSettings, sigma_source: io.Image | None = None
+) -> torch.Tensor:
     """The ``(H, W)`` float32 sigma map of ``image`` (from ``sigma_source`` when given).
 
     Raises:
@@ -153,16 +155,16 @@ def run_file(
     settings.check()
     if not 1 <= quality <= 100:
         raise InvalidParameterError(f"expected quality between 1 and 100, got {quality}")
-    _refuse_clobbering([source, map_path], [dest, save_sigma], overwrite)
-    if dest == STDIO and output_format is None:
-        raise OutputImageError("writing to stdout needs --format (for example --format png)")
-    if dest != STDIO and output_format is None and io.format_for_path(dest) is None:
-        raise OutputImageError(f"cannot tell the output format from {dest!r}; use --format")
-    if save_sigma is not None and io.format_for_path(save_sigma) is None:
-        raise OutputImageError(f"cannot tell the image format from {save_sigma!r}; use .png or .tif")
+    _refuse_clobbering(source, map_path, dest, save_sigma, overwrite)
+    # Resolve formats and check destinations now, so a mistake costs no blur.
+    io.check_output_format("L", output_format, dest)
+    for path in (dest, save_sigma):
+        _check_writable(path)
+    if save_sigma is not None:
+        io.check_output_format("L", None, save_sigma)
 
     image = io.load_image(source, max_pixels=max_pixels)
-    fmt = io.check_output_format(image.mode, output_format or io.format_for_path(dest))
+    fmt = io.check_output_format(image.mode, output_format, dest)
     sigma_source = None
     if map_path is not None:
         sigma_source = io.load_image(map_path, max_pixels=max_pixels)
@@ -170,22 +172,38 @@ def run_file(
             sigma_source = _resized(sigma_source, image)
     sigma_map = sigma_map_for(image, settings, sigma_source)
     result = blur_image(image, sigma_map, settings, progress)
+    # The output first: if it fails, no sigma map is left behind either.
+    io.save_image(result, dest, format=fmt, quality=quality)
     if save_sigma is not None:
         io.save_image(sigma_image(sigma_map, settings.max_sigma), save_sigma)
-    io.save_image(result, dest, format=fmt, quality=quality)
 
 
-def _refuse_clobbering(inputs: list[str | None], outputs: list[str | None], overwrite: bool) -> None:
-    real_inputs = [path for path in inputs if path not in (None, STDIO)]
-    real_outputs = [path for path in outputs if path not in (None, STDIO)]
-    if len(real_outputs) == 2 and _same_file(real_outputs[0], real_outputs[1]):
-        raise OutputImageError(f"the output and --save-sigma are the same file: {real_outputs[0]!r}")
-    for out in real_outputs:
-        for inp in real_inputs:
-            if not overwrite and _same_file(inp, out):
-                raise OutputImageError(
-                    f"refusing to overwrite the input {inp!r}; pass --overwrite to replace it"
-                )
+def _refuse_clobbering(
+    source: str, map_path: str | None, dest: str, save_sigma: str | None, overwrite: bool
+) -> None:
+    """OUT may replace IN only with ``overwrite``; nothing else may replace an input."""
+    inputs = [path for path in (source, map_path) if path not in (None, STDIO)]
+    if save_sigma is not None and _same_file(dest, save_sigma):
+        raise OutputImageError(f"the output and --save-sigma are the same file: {dest!r}")
+    for path in inputs:
+        if save_sigma is not None and _same_file(path, save_sigma):
+            raise OutputImageError(f"refusing to write the sigma map over the input {path!r}")
+        if dest != STDIO and _same_file(path, dest) and not (overwrite and path == source):
+            hint = "; pass --overwrite to replace it" if path == source else ""
+            raise OutputImageError(f"refusing to overwrite the input {path!r}{hint}")
+
+
+def _check_writable(path: str | None) -> None:
+    """Fail early when ``path`` cannot be created: missing or read-only folder, or a folder itself."""
+    if path is None or path == STDIO:
+        return
+    if os.path.isdir(path):
+        raise OutputImageError(f"cannot write {path!r}: it is a directory")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputImageError(f"cannot write {path!r}: the folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OutputImageError(f"cannot write {path!r}: permission denied")
 
 
 def _same_file(a: str | None, b: str | None) -> bool:

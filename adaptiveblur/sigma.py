@@ -35,11 +35,15 @@ def intensity(pixels: torch.Tensor, mode: str, channel: str = DEFAULT_CHANNEL) -
         InvalidParameterError: unknown channel, or ``alpha`` on an image without alpha.
     """
     if channel not in CHANNELS:
-        raise InvalidParameterError(f"expected channel to be one of {', '.join(CHANNELS)}, got {channel!r}")
+        raise InvalidParameterError(
+            f"expected channel to be one of {', '.join(CHANNELS)}, got {channel!r}"
+        )
     has_alpha = mode.endswith("A")
     if channel == "alpha":
         if not has_alpha:
-            raise InvalidParameterError(f"channel 'alpha' was asked for but the image ({mode}) has no alpha")
+            raise InvalidParameterError(
+                f"channel 'alpha' was asked for but the image ({mode}) has no alpha"
+            )
         return pixels[-1]
     if mode.startswith("L"):
         return pixels[0]
@@ -58,6 +62,8 @@ def check_mapping(min_sigma: float, max_sigma: float, gamma: float) -> None:
             raise InvalidParameterError(f"expected {name} to be a finite number, got {value!r}")
     if min_sigma < 0:
         raise InvalidParameterError(f"expected min_sigma >= 0, got {min_sigma:g}")
+    if max_sigma < 0:
+        raise InvalidParameterError(f"expected max_sigma >= 0, got {max_sigma:g}")
     if max_sigma < min_sigma:
         raise InvalidParameterError(
             f"expected max_sigma >= min_sigma, got max_sigma {max_sigma:g} < min_sigma {min_sigma:g}"

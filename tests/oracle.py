@@ -17,7 +17,9 @@ import torch.nn.functional as F
 NUMPY_PAD = {"reflect": "reflect", "replicate": "edge", "constant": "constant"}
 
 
-def loop_blur(image: np.ndarray, sigma: np.ndarray, truncate: float = 3.0, border: str = "reflect") -> np.ndarray:
+def loop_blur(
+    image: np.ndarray, sigma: np.ndarray, truncate: float = 3.0, border: str = "reflect"
+) -> np.ndarray:
     """``image (C, H, W)``, ``sigma (H, W)`` -> ``(C, H, W)`` float64, one pixel at a time."""
     image = np.asarray(image, dtype=np.float64)
     sigma = np.asarray(sigma, dtype=np.float64)

@@ -19,7 +19,10 @@ EXACT = 1e-5  # the promise: float32 rounding of the float64 reference
 
 def scipy_blur(image: np.ndarray, sigma: float, truncate: float, border: str) -> np.ndarray:
     return np.stack(
-        [ndimage.gaussian_filter(plane, sigma, mode=SCIPY_MODE[border], truncate=truncate) for plane in image]
+        [
+            ndimage.gaussian_filter(plane, sigma, mode=SCIPY_MODE[border], truncate=truncate)
+            for plane in image
+        ]
     )
 
 
@@ -40,7 +43,9 @@ def test_constant_sigma_large_odd_image_equals_scipy(rng):
     image = rng.random((1, 769, 1023))
     sigma = float(rng.uniform(1.5, 2.5))
     out = adaptive_blur(torch.from_numpy(image).float(), sigma, max_memory=64 << 20)
-    np.testing.assert_allclose(out.double().numpy(), scipy_blur(image, sigma, 3.0, "reflect"), atol=EXACT)
+    np.testing.assert_allclose(
+        out.double().numpy(), scipy_blur(image, sigma, 3.0, "reflect"), atol=EXACT
+    )
 
 
 @pytest.mark.parametrize("border", ["reflect", "replicate", "constant"])
@@ -50,7 +55,10 @@ def test_varying_sigma_equals_loop(device, rng, border, height, width):
     sigma = rng.uniform(0.0, 6.0, (height, width))  # radii up to 18: wider than the image
     sigma[rng.random((height, width)) < 0.2] = 0.0
     out = adaptive_blur(
-        torch.from_numpy(image).float(), torch.from_numpy(sigma).float(), border=border, device=device
+        torch.from_numpy(image).float(),
+        torch.from_numpy(sigma).float(),
+        border=border,
+        device=device,
     )
     expected = loop_blur(image, sigma.astype(np.float32), border=border)
     np.testing.assert_allclose(out.double().numpy(), expected, atol=EXACT, rtol=0)
@@ -83,7 +91,9 @@ def test_tiled_equals_untiled(rng, budget):
 def test_tiles_are_reported(rng):
     image = torch.from_numpy(rng.random((1, 100, 90))).float()
     calls: list[tuple[int, int]] = []
-    adaptive_blur(image, 3.0, max_memory=100_000, progress=lambda done, total: calls.append((done, total)))
+    adaptive_blur(
+        image, 3.0, max_memory=100_000, progress=lambda done, total: calls.append((done, total))
+    )
     total = calls[-1][1]
     assert total > 1
     assert calls == [(i, total) for i in range(1, total + 1)]
@@ -163,7 +173,9 @@ def test_bad_arguments_raise(kwargs, message):
         adaptive_blur(torch.rand(3, 8, 8), sigma, **arguments)
 
 
-@pytest.mark.parametrize("image", [torch.rand(8, 8), torch.zeros(3, 8, 8, dtype=torch.uint8), torch.rand(3, 0, 4)])
+@pytest.mark.parametrize(
+    "image", [torch.rand(8, 8), torch.zeros(3, 8, 8, dtype=torch.uint8), torch.rand(3, 0, 4)]
+)
 def test_bad_images_raise(image):
     with pytest.raises(InvalidParameterError):
         adaptive_blur(image, 1.0)

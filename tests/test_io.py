@@ -123,7 +123,7 @@ def filter_reference(data: np.ndarray, bpp: int, kinds: list[int]) -> bytes:
     """PNG-filter uint8 rows ``(h, n)`` byte by byte, row ``y`` with filter ``kinds[y]``."""
     out = bytearray()
     previous = [0] * data.shape[1]
-    for row_array, kind in zip(data, kinds):
+    for row_array, kind in zip(data, kinds, strict=False):
         row = row_array.tolist()
         out.append(kind)
         for i, value in enumerate(row):

@@ -16,7 +16,9 @@ def test_luminance_uses_rec709_weights(rng):
     torch.testing.assert_close(intensity(pixels, "RGB"), expected)
 
 
-@pytest.mark.parametrize(("channel", "index"), [("red", 0), ("green", 1), ("blue", 2), ("alpha", 3)])
+@pytest.mark.parametrize(
+    ("channel", "index"), [("red", 0), ("green", 1), ("blue", 2), ("alpha", 3)]
+)
 def test_single_channels(rng, channel, index):
     pixels = torch.from_numpy(rng.random((4, 3, 6)))
     torch.testing.assert_close(intensity(pixels, "RGBA", channel), pixels[index])

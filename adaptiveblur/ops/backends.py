@@ -73,7 +73,9 @@ def choose_backend(method: str, backend: str | None, device: torch.device) -> Ch
         DeviceUnavailableError: the named backend cannot run here (the message says why).
     """
     if method not in METHODS:
-        raise InvalidParameterError(f"expected method to be one of {', '.join(METHODS)}, got {method!r}")
+        raise InvalidParameterError(
+            f"expected method to be one of {', '.join(METHODS)}, got {method!r}"
+        )
     if backend not in (None, "auto"):
         named = [b for b in BACKENDS if b.name == backend]
         if not named:

@@ -83,7 +83,9 @@ def adaptive_blur(
     budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
     element = source.element_size()
     widest = 2 * radius_for(float(sigma_map.max()), truncate) + 1
-    side = tile_side(chosen.bytes_per_pixel(batch, channels, widest, element), budget, height, width)
+    side = tile_side(
+        chosen.bytes_per_pixel(batch, channels, widest, element), budget, height, width
+    )
 
     output = torch.empty_like(source)
     tiles = plan_tiles(height, width, side)
@@ -106,7 +108,9 @@ def adaptive_blur(
 
 def _check_image(image: torch.Tensor) -> torch.Tensor:
     if not isinstance(image, torch.Tensor):
-        raise InvalidParameterError(f"expected image to be a torch.Tensor, got {type(image).__name__}")
+        raise InvalidParameterError(
+            f"expected image to be a torch.Tensor, got {type(image).__name__}"
+        )
     if image.dim() not in (3, 4):
         raise InvalidParameterError(
             f"expected image of shape (C, H, W) or (B, C, H, W), got {tuple(image.shape)}"
@@ -128,9 +132,12 @@ def _check_sigma(sigma: torch.Tensor | float, image: torch.Tensor) -> torch.Tens
         sigma = sigma[None, None]
     elif sigma.dim() == 3:
         sigma = sigma.unsqueeze(0)
-    if sigma.dim() != 4 or sigma.shape[1] != 1 or sigma.shape[0] not in (1, batch) or tuple(
-        sigma.shape[-2:]
-    ) != (height, width):
+    if (
+        sigma.dim() != 4
+        or sigma.shape[1] != 1
+        or sigma.shape[0] not in (1, batch)
+        or tuple(sigma.shape[-2:]) != (height, width)
+    ):
         raise InvalidParameterError(
             f"expected sigma of shape ({batch}, 1, {height}, {width}) or ({height}, {width}), "
             f"got {tuple(sigma.shape)}"
@@ -149,10 +156,14 @@ def _check_sigma(sigma: torch.Tensor | float, image: torch.Tensor) -> torch.Tens
 def check_blur_options(truncate: float, border: str, max_memory: int | None) -> None:
     """Raise :class:`InvalidParameterError` for a bad truncate, border or memory budget."""
     if not isinstance(truncate, (int, float)) or not math.isfinite(truncate) or truncate <= 0:
-        raise InvalidParameterError(f"expected truncate to be a finite number > 0, got {truncate!r}")
+        raise InvalidParameterError(
+            f"expected truncate to be a finite number > 0, got {truncate!r}"
+        )
     if border not in BORDER_MODES:
         raise InvalidParameterError(
             f"expected border to be one of {', '.join(sorted(BORDER_MODES))}, got {border!r}"
         )
     if max_memory is not None and (not isinstance(max_memory, int) or max_memory <= 0):
-        raise InvalidParameterError(f"expected max_memory to be a positive integer, got {max_memory!r}")
+        raise InvalidParameterError(
+            f"expected max_memory to be a positive integer, got {max_memory!r}"
+        )

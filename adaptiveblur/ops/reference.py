@@ -53,7 +53,9 @@ def blur_tile(
     taps = gaussian_taps(sigma, radius, offsets)  # (B, 1, h, w, K), same for both axes
     # windows[b, c, y, x, i, j] = padded[b, c, y + i, x + j]: a view, nothing copied.
     windows = padded.unfold(2, size, 1).unfold(3, size, 1)
-    numerator = torch.zeros(padded.shape[:2] + sigma.shape[2:], dtype=padded.dtype, device=padded.device)
+    numerator = torch.zeros(
+        padded.shape[:2] + sigma.shape[2:], dtype=padded.dtype, device=padded.device
+    )
     denominator = torch.zeros_like(sigma)
     for start, stop in chunks(size, rows_per_chunk):
         weights = taps[..., start:stop, None] * taps[..., None, :]  # (B, 1, h, w, rows, K)
