@@ -6,6 +6,8 @@ are imported inside the commands, so ``adaptiveblur --help`` answers at once.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
 import traceback
@@ -31,7 +33,8 @@ from adaptiveblur.errors import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from adaptiveblur.batch import Task
+    from adaptiveblur.pipeline import BlurSettings, Outcome
 
 PROG = "adaptiveblur"
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -82,67 +85,77 @@ def _main_options(
     """Per-pixel adaptive Gaussian blur."""
 
 
+# Blur options shared by ``run`` and ``batch`` (declared once, used by both).
+MAX_SIGMA = typer.Option(..., "--max-sigma", help="Sigma (pixels) where the intensity is 1.")
+MIN_SIGMA = typer.Option(0.0, "--min-sigma", help="Sigma (pixels) where the intensity is 0.")
+GAMMA = typer.Option(1.0, "--gamma", help="Curve exponent: sigma follows intensity**gamma.")
+INVERT = typer.Option(False, "--invert", help="Blur dark pixels most instead of bright ones.")
+CHANNEL = typer.Option(
+    "luminance",
+    "--channel",
+    help="Intensity: luminance (Rec. 709), mean, red, green, blue or alpha.",
+)
+MAP = typer.Option(
+    None, "--map", help="Take intensity from this image (a depth map or mask) instead."
+)
+RESIZE_MAP = typer.Option(False, "--resize-map", help="Resize a --map of another size to fit.")
+TRUNCATE = typer.Option(3.0, "--truncate", help="Window radius in sigmas.")
+BORDER = typer.Option("reflect", "--border", help="Border mode: reflect, replicate or constant.")
+LINEAR = typer.Option(False, "--linear", help="Blur in linear light (default: as stored, sRGB).")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+METHOD = typer.Option(
+    "exact", "--method", help="exact, fast (approximate, <= 1 LSB at 8 bits) or auto."
+)
+BACKEND = typer.Option(None, "--backend", help="Force an implementation (see README).")
+MAX_MEMORY = typer.Option(
+    None, "--max-memory", help="Memory budget for the blur's temporaries, e.g. 512M (default 1G)."
+)
+FORMAT = typer.Option(
+    None, "--format", help="Output format: png, jpeg, tiff, webp, bmp (default: from the name)."
+)
+QUALITY = typer.Option(95, "--quality", help="JPEG/WebP quality, 1-100.")
+MAX_PIXELS = typer.Option(
+    None, "--max-pixels", help="Refuse larger inputs (decompression-bomb guard); 0 = no limit."
+)
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+
+
 @app.command(epilog=EXAMPLES, no_args_is_help=True)
 def run(
-    source: str = typer.Argument(..., metavar="IN", help="Input image, or - for stdin."),
-    dest: str = typer.Argument(
-        ..., metavar="OUT", help="Output image, or - for stdout (needs --format)."
+    paths: list[str] = typer.Argument(
+        ..., metavar="IN OUT | IN... -o DIR", help="Input and output images (- for stdin/stdout)."
     ),
-    max_sigma: float = typer.Option(
-        ..., "--max-sigma", help="Sigma (pixels) where the intensity is 1."
+    output_dir: str | None = typer.Option(
+        None, "--output-dir", "-o", help="Blur every IN into this folder (like batch)."
     ),
-    min_sigma: float = typer.Option(
-        0.0, "--min-sigma", help="Sigma (pixels) where the intensity is 0."
-    ),
-    gamma: float = typer.Option(
-        1.0, "--gamma", help="Curve exponent: sigma follows intensity**gamma."
-    ),
-    invert: bool = typer.Option(
-        False, "--invert", help="Blur dark pixels most instead of bright ones."
-    ),
-    channel: str = typer.Option(
-        "luminance",
-        "--channel",
-        help="Intensity: luminance (Rec. 709), mean, red, green, blue or alpha.",
-    ),
-    map_path: str | None = typer.Option(
-        None, "--map", help="Take intensity from this image (a depth map or mask) instead."
-    ),
-    resize_map: bool = typer.Option(
-        False, "--resize-map", help="Resize a --map of another size to fit."
-    ),
+    max_sigma: float = MAX_SIGMA,
+    min_sigma: float = MIN_SIGMA,
+    gamma: float = GAMMA,
+    invert: bool = INVERT,
+    channel: str = CHANNEL,
+    map_path: str | None = MAP,
+    resize_map: bool = RESIZE_MAP,
     save_sigma: str | None = typer.Option(
         None,
         "--save-sigma",
         help="Also write the sigma map as a 16-bit gray image (white = max sigma).",
     ),
-    truncate: float = typer.Option(3.0, "--truncate", help="Window radius in sigmas."),
-    border: str = typer.Option(
-        "reflect", "--border", help="Border mode: reflect, replicate or constant."
+    truncate: float = TRUNCATE,
+    border: str = BORDER,
+    linear: bool = LINEAR,
+    device: str = DEVICE,
+    method: str = METHOD,
+    backend: str | None = BACKEND,
+    max_memory: str | None = MAX_MEMORY,
+    output_format: str | None = FORMAT,
+    quality: int = QUALITY,
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Allow OUT to replace IN (with -o: redo existing outputs)."
     ),
-    linear: bool = typer.Option(
-        False, "--linear", help="Blur in linear light (default: as stored, sRGB)."
-    ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    max_memory: str | None = typer.Option(
-        None,
-        "--max-memory",
-        help="Memory budget for the blur's temporaries, e.g. 512M or 2G (default 1G).",
-    ),
-    output_format: str | None = typer.Option(
-        None,
-        "--format",
-        help="Output format (png, jpeg, tiff, webp, bmp); default from OUT's extension.",
-    ),
-    quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality, 1-100."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Allow OUT to replace IN."),
-    max_pixels: int | None = typer.Option(
-        None, "--max-pixels", help="Refuse larger inputs (decompression-bomb guard); 0 = no limit."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    max_pixels: int | None = MAX_PIXELS,
+    quiet: bool = QUIET,
 ) -> None:
     """Blur IN into OUT, each pixel with its own sigma."""
-    from adaptiveblur import io
     from adaptiveblur.pipeline import BlurSettings, run_file
 
     settings = BlurSettings(
@@ -155,13 +168,36 @@ def run(
         border=border,
         linear=linear,
         device=device,
+        method=method,
+        backend=backend,
         max_memory=_parse_bytes(max_memory),
     )
-    limit = io.DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None)
+    if output_dir is not None:
+        if save_sigma is not None:
+            raise typer.BadParameter("--save-sigma takes one input; use run IN OUT")
+        _run_batch(
+            sources=paths,
+            relatives=None,
+            out_dir=output_dir,
+            settings=settings,
+            map_path=map_path,
+            resize_map=resize_map,
+            output_format=output_format,
+            quality=quality,
+            overwrite=overwrite,
+            max_pixels=max_pixels,
+            quiet=quiet,
+        )
+        return
+    if len(paths) != 2:
+        raise typer.BadParameter(
+            f"expected IN OUT (or several IN with -o DIR), got {len(paths)} path(s)",
+            param_hint="paths",
+        )
     with _progress(enabled=not quiet) as progress:
         run_file(
-            source,
-            dest,
+            paths[0],
+            paths[1],
             settings,
             map_path=map_path,
             resize_map=resize_map,
@@ -169,9 +205,280 @@ def run(
             output_format=output_format,
             quality=quality,
             overwrite=overwrite,
-            max_pixels=limit,
+            max_pixels=_pixel_limit(max_pixels),
             progress=progress,
         )
+
+
+BATCH_EPILOG = """\b
+Examples:
+  adaptiveblur batch photos/ soft/ --max-sigma 4 --recursive
+  adaptiveblur batch photos/ soft/ --max-sigma 4 --pattern '*.jpg' --format webp --suffix -soft
+  find photos -name '*.png' -print0 | adaptiveblur batch --from-list - soft/ --max-sigma 3
+  adaptiveblur batch photos/ soft/ --max-sigma 4 --shard 2/8     # this machine's eighth
+
+\b
+Existing outputs are skipped (a re-run resumes); --overwrite redoes them.
+Exit codes: 0 all done, 6 some files failed (listed), and those of run.
+"""
+
+
+@app.command(epilog=BATCH_EPILOG, no_args_is_help=True)
+def batch(
+    paths: list[str] = typer.Argument(
+        ...,
+        metavar="IN_DIR OUT_DIR | --from-list FILE OUT_DIR",
+        help="Input folder and output folder.",
+    ),
+    from_list: str | None = typer.Option(
+        None,
+        "--from-list",
+        help="Read input paths from FILE (- for stdin), one per line or NUL-separated.",
+    ),
+    recursive: bool = typer.Option(
+        False, "--recursive", "-r", help="Also blur images in subfolders."
+    ),
+    patterns: list[str] | None = typer.Option(
+        None,
+        "--pattern",
+        help="Only files matching this glob (repeatable); default: every image type.",
+    ),
+    suffix: str = typer.Option("", "--suffix", help="Add this before each output's extension."),
+    shard: str | None = typer.Option(
+        None, "--shard", help="K/N: do only this machine's share (1 <= K <= N) of the files."
+    ),
+    jobs: int | None = typer.Option(
+        None,
+        "--jobs",
+        "-j",
+        help="Files in flight at once (decode/encode overlap the blur); default: CPUs.",
+    ),
+    devices: str | None = typer.Option(
+        None,
+        "--devices",
+        help="GPU indices to spread files over, e.g. 0,1 (default with --device cuda: all).",
+    ),
+    report: str | None = typer.Option(
+        None, "--report", help="Write a JSON report of every file here."
+    ),
+    max_sigma: float = MAX_SIGMA,
+    min_sigma: float = MIN_SIGMA,
+    gamma: float = GAMMA,
+    invert: bool = INVERT,
+    channel: str = CHANNEL,
+    map_path: str | None = MAP,
+    resize_map: bool = RESIZE_MAP,
+    truncate: float = TRUNCATE,
+    border: str = BORDER,
+    linear: bool = LINEAR,
+    device: str = DEVICE,
+    method: str = METHOD,
+    backend: str | None = BACKEND,
+    max_memory: str | None = MAX_MEMORY,
+    output_format: str | None = FORMAT,
+    quality: int = QUALITY,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
+    max_pixels: int | None = MAX_PIXELS,
+    quiet: bool = QUIET,
+) -> None:
+    """Blur every image in IN_DIR into OUT_DIR, mirroring its folders."""
+    from adaptiveblur import batch as planning
+    from adaptiveblur import io
+    from adaptiveblur.pipeline import BlurSettings
+
+    expected = 1 if from_list is not None else 2
+    if len(paths) != expected:
+        usage = "--from-list FILE OUT_DIR" if from_list is not None else "IN_DIR OUT_DIR"
+        raise typer.BadParameter(f"expected {usage}, got {len(paths)} path(s)", param_hint="paths")
+    if from_list is not None:
+        sources = planning.read_list(_read_list_bytes(from_list))
+        relatives = None
+    else:
+        relatives = planning.discover(paths[0], patterns, recursive, io.READABLE_EXTENSIONS)
+        sources = [os.path.join(paths[0], relative) for relative in relatives]
+    settings = BlurSettings(
+        max_sigma=max_sigma,
+        min_sigma=min_sigma,
+        gamma=gamma,
+        invert=invert,
+        channel=channel,
+        truncate=truncate,
+        border=border,
+        linear=linear,
+        device=device,
+        method=method,
+        backend=backend,
+        max_memory=_parse_bytes(max_memory),
+    )
+    _run_batch(
+        sources=sources,
+        relatives=relatives,
+        out_dir=paths[-1],
+        settings=settings,
+        map_path=map_path,
+        resize_map=resize_map,
+        output_format=output_format,
+        quality=quality,
+        overwrite=overwrite,
+        max_pixels=max_pixels,
+        quiet=quiet,
+        suffix=suffix,
+        shard=shard,
+        jobs=jobs,
+        gpu_indices=devices,
+        report=report,
+    )
+
+
+def _run_batch(
+    *,
+    sources: list[str],
+    relatives: list[str] | None,
+    out_dir: str,
+    settings: BlurSettings,
+    map_path: str | None,
+    resize_map: bool,
+    output_format: str | None,
+    quality: int,
+    overwrite: bool,
+    max_pixels: int | None,
+    quiet: bool,
+    suffix: str = "",
+    shard: str | None = None,
+    jobs: int | None = None,
+    gpu_indices: str | None = None,
+    report: str | None = None,
+) -> None:
+    """Plan, shard and run a batch; report failures, a summary, and the exit code."""
+    from adaptiveblur import batch as planning
+    from adaptiveblur import io
+    from adaptiveblur.errors import EXIT_PARTIAL
+    from adaptiveblur.pipeline import run_batch
+
+    fmt = io.check_output_format("L", output_format) if output_format is not None else None
+    relatives = planning.relative_names(sources) if relatives is None else relatives
+    tasks = planning.plan(sources, relatives, out_dir, suffix=suffix, output_format=fmt)
+    if shard is not None:
+        index, count = planning.parse_shard(shard)
+        tasks = [task for task in tasks if planning.in_shard(task.relative, index, count)]
+    devices = _batch_devices(settings.device, gpu_indices)
+    workers = jobs if jobs is not None else max(os.cpu_count() or 2, len(devices) + 1)
+    with _batch_progress(tasks, enabled=not quiet) as on_outcome:
+        summary = run_batch(
+            tasks,
+            settings,
+            devices=devices,
+            jobs=workers,
+            map_path=map_path,
+            resize_map=resize_map,
+            output_format=fmt,
+            quality=quality,
+            overwrite=overwrite,
+            max_pixels=_pixel_limit(max_pixels),
+            on_outcome=on_outcome,
+        )
+    if report is not None:
+        io.write_text_atomically(report, json.dumps(summary.as_dict(), indent=2) + "\n")
+    failed = summary.count("failed")
+    if not quiet:
+        _stderr.print(
+            f"{summary.count('done')} done, {summary.count('skipped')} skipped, {failed} failed "
+            f"in {summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s)",
+            markup=False,
+        )
+    if failed:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _batch_devices(device: str, gpu_indices: str | None) -> list[str]:
+    """The devices a batch spreads over: every visible GPU for ``cuda``/``auto`` (or those listed)."""
+    from adaptiveblur.devices import resolve_device
+
+    if gpu_indices is not None:
+        try:
+            indices = [int(part) for part in gpu_indices.split(",") if part.strip()]
+        except ValueError:
+            raise typer.BadParameter(
+                f"expected GPU indices like 0,1, got {gpu_indices!r}"
+            ) from None
+        return [str(resolve_device(f"cuda:{index}")) for index in indices]
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and resolved.index is None:
+        import torch
+
+        return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    return [str(resolved)]
+
+
+def _read_list_bytes(source: str) -> bytes:
+    from adaptiveblur.errors import InputImageError
+
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(source, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise InputImageError(
+            f"cannot read the list {source!r}: {error.strerror or error}"
+        ) from error
+
+
+def _pixel_limit(max_pixels: int | None) -> int | None:
+    from adaptiveblur import io
+
+    return io.DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None)
+
+
+@contextmanager
+def _batch_progress(tasks: list[Task], enabled: bool) -> Iterator[Callable[[Outcome], None]]:
+    """Report each failure on stderr as it happens, and draw an overall bar when on a terminal."""
+    total_bytes = sum(_size_of(task.source) for task in tasks)
+    bar_wanted = enabled and sys.stderr.isatty() and bool(tasks)
+    if not bar_wanted:
+        yield _report_failure
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.fields[files]}/{task.fields[total_files]} files"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=_stderr,
+        transient=True,
+    ) as bar:
+        task_id = bar.add_task("batch", total=total_bytes or None, files=0, total_files=len(tasks))
+        counted = 0
+
+        def update(outcome: Outcome) -> None:
+            nonlocal counted
+            counted += 1
+            bar.update(task_id, advance=outcome.size, files=counted)
+            _report_failure(outcome)
+
+        yield update
+
+
+def _report_failure(outcome: Outcome) -> None:
+    if outcome.status != "failed":
+        return
+    reason = outcome.reason or "unknown error"
+    where = "" if outcome.task.source in reason else f"{outcome.task.source}: "
+    _stderr.print(f"{PROG}: failed: {where}{reason}", markup=False)
+
+
+def _size_of(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 @contextmanager

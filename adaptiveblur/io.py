@@ -53,6 +53,7 @@ __all__ = [
     "load_image",
     "output_bit_depth",
     "save_image",
+    "write_text_atomically",
 ]
 
 # Twice pillow's warning threshold: the size at which pillow itself refuses to open a file.
@@ -642,6 +643,20 @@ def save_image(
         _write_file_atomically(os.fspath(dest), encode, overwrite)
     else:
         _write_stream(dest, encode, _source_name(dest))
+
+
+def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
+    """Write a text file (a report) atomically, like the images: complete or not at all.
+
+    Raises:
+        OutputImageError: the file cannot be written.
+    """
+    data = text.encode("utf-8")
+
+    def encode(stream: BinaryIO) -> None:
+        stream.write(data)
+
+    _write_file_atomically(os.fspath(path), encode, True)
 
 
 def _write_stream(stream: BinaryIO, encode: Callable[[BinaryIO], None], name: str) -> None:

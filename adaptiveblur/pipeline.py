@@ -6,19 +6,32 @@ exits (that is :mod:`adaptiveblur.cli`'s job).
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
-from dataclasses import dataclass
+import queue
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from adaptiveblur import io
+from adaptiveblur.batch import Task
 from adaptiveblur.borders import DEFAULT_BORDER
 from adaptiveblur.color import linear_to_srgb, srgb_to_linear
-from adaptiveblur.errors import InputImageError, InvalidParameterError, OutputImageError
+from adaptiveblur.errors import (
+    AdaptiveBlurError,
+    InputImageError,
+    InvalidParameterError,
+    OutputImageError,
+)
 from adaptiveblur.kernels import DEFAULT_TRUNCATE
 from adaptiveblur.ops import adaptive_blur
+from adaptiveblur.ops.backends import DEFAULT_METHOD
 from adaptiveblur.ops.blur import ProgressCallback, check_blur_options
 from adaptiveblur.sigma import DEFAULT_CHANNEL, check_mapping, intensity, sigma_from_intensity
 
@@ -40,6 +53,8 @@ class BlurSettings:
     border: str = DEFAULT_BORDER
     linear: bool = False
     device: str = "auto"
+    method: str = DEFAULT_METHOD
+    backend: str | None = None
     max_memory: int | None = None
 
     def check(self) -> None:
@@ -101,6 +116,8 @@ def blur_image(
         truncate=settings.truncate,
         border=settings.border,
         device=settings.device,
+        method=settings.method,
+        backend=settings.backend,
         max_memory=settings.max_memory,
         progress=progress,
     )
@@ -235,3 +252,156 @@ def _resized(sigma_source: io.Image, image: io.Image) -> io.Image:
 def _size(image: io.Image) -> str:
     height, width = image.pixels.shape[:2]
     return f"{width}x{height}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one batch task: ``done``, ``skipped`` or ``failed`` (with the reason)."""
+
+    task: Task
+    status: str
+    seconds: float = 0.0
+    reason: str | None = None
+    size: int = 0  # input bytes
+
+
+@dataclass
+class BatchSummary:
+    """Counts and timings of a batch run; ``outcomes`` in completion order."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.status == status)
+
+    @property
+    def images_per_second(self) -> float:
+        done = self.count("done")
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready report."""
+        return {
+            "done": self.count("done"),
+            "skipped": self.count("skipped"),
+            "failed": self.count("failed"),
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 3),
+            "files": [
+                {
+                    "input": outcome.task.source,
+                    "output": outcome.task.dest,
+                    "status": outcome.status,
+                    "seconds": round(outcome.seconds, 3),
+                    **({"error": outcome.reason} if outcome.reason else {}),
+                }
+                for outcome in self.outcomes
+            ],
+        }
+
+
+def run_batch(
+    tasks: Sequence[Task],
+    settings: BlurSettings,
+    *,
+    devices: Sequence[str] = ("auto",),
+    jobs: int = 2,
+    map_path: str | None = None,
+    resize_map: bool = False,
+    output_format: str | None = None,
+    quality: int = 95,
+    overwrite: bool = False,
+    max_pixels: int | None = io.DEFAULT_MAX_PIXELS,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> BatchSummary:
+    """Blur many files; one bad file never stops the others.
+
+    ``jobs`` threads each take a file through load, blur and save, so decoding and
+    encoding overlap the blur; a blur needs one of ``devices`` (one at a time each), so
+    files spread over all of them. Existing outputs are skipped unless ``overwrite``;
+    outputs are written atomically, so an interrupted batch resumes where it stopped.
+
+    Raises:
+        InvalidParameterError: bad settings (before any file is touched).
+        KeyboardInterrupt: passed on after the workers stop (no partial files remain).
+    """
+    settings.check()
+    if not 1 <= quality <= 100:
+        raise InvalidParameterError(f"expected quality between 1 and 100, got {quality}")
+    if jobs < 1:
+        raise InvalidParameterError(f"expected --jobs >= 1, got {jobs}")
+    if output_format is not None:
+        output_format = io.check_output_format("L", output_format)
+    sigma_source = io.load_image(map_path, max_pixels=max_pixels) if map_path else None
+    free_devices: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for device in devices:
+        free_devices.put(device)
+    summary = BatchSummary()
+
+    def work(task: Task) -> Outcome:
+        started = time.perf_counter()
+        size = _file_size(task.source)
+        _remove_stale_temporaries(task.dest)
+        if not overwrite and os.path.lexists(task.dest):
+            return Outcome(task, "skipped", 0.0, None, size)
+        try:
+            if _same_file(task.source, task.dest):
+                raise OutputImageError(f"refusing to overwrite the input {task.source!r}")
+            image = io.load_image(task.source, max_pixels=max_pixels)
+            fmt = io.check_output_format(image.mode, output_format, task.dest)
+            driver = (
+                _resized(sigma_source, image)
+                if sigma_source is not None and resize_map
+                else sigma_source
+            )
+            sigma_map = sigma_map_for(image, settings, driver)
+            device = free_devices.get()
+            try:
+                result = blur_image(image, sigma_map, replace(settings, device=device))
+            finally:
+                free_devices.put(device)
+            os.makedirs(os.path.dirname(os.path.abspath(task.dest)), exist_ok=True)
+            io.save_image(result, task.dest, format=fmt, quality=quality)
+        except AdaptiveBlurError as error:
+            return Outcome(task, "failed", time.perf_counter() - started, str(error), size)
+        except OSError as error:
+            return Outcome(
+                task, "failed", time.perf_counter() - started, f"{error.strerror or error}", size
+            )
+        return Outcome(task, "done", time.perf_counter() - started, None, size)
+
+    started = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="adaptiveblur")
+    try:
+        pending = {pool.submit(work, task) for task in tasks}
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in finished:
+                outcome = future.result()
+                summary.outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome)
+    except BaseException:
+        # Files being written finish (atomically); the rest never start.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        summary.seconds = time.perf_counter() - started
+    pool.shutdown(wait=True)
+    return summary
+
+
+def _remove_stale_temporaries(dest: str) -> None:
+    """Remove temporary files a killed run left beside ``dest`` (io writes ``.<name>.<random>.tmp``)."""
+    folder, name = os.path.split(os.path.abspath(dest))
+    for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")):
+        with contextlib.suppress(OSError):
+            os.unlink(stale)
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

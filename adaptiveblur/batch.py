@@ -1,0 +1,140 @@
+"""Batch planning: which files to blur, where each result goes, and which shard does it.
+
+Pure path logic (no torch, no pixels): discover inputs in a folder or read them from a
+list, mirror their layout under the output folder, split the work into shards.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from adaptiveblur.errors import InputImageError, InvalidParameterError
+
+FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One file to blur: its path, its path relative to the input root, and its output path."""
+
+    source: str
+    relative: str
+    dest: str
+
+
+def discover(
+    root: str, patterns: Sequence[str] | None, recursive: bool, extensions: Iterable[str]
+) -> list[str]:
+    """Image files under ``root`` (sorted, relative to it), by glob ``patterns`` or by extension.
+
+    Hidden files and folders (names starting with ``.``) are skipped: they are where
+    half-written outputs and tool metadata live.
+
+    Raises:
+        InputImageError: ``root`` is not a readable folder.
+    """
+    if not os.path.isdir(root):
+        raise InputImageError(f"cannot read folder {root!r}: it is not a folder")
+    wanted = frozenset(extension.lower() for extension in extensions)
+    found: list[str] = []
+    try:
+        walker = os.walk(root, onerror=_raise)
+        for folder, subfolders, files in walker:
+            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+            if not recursive:
+                subfolders[:] = []
+            for name in files:
+                if name.startswith("."):
+                    continue
+                relative = os.path.relpath(os.path.join(folder, name), root)
+                if _selected(name, relative, patterns, wanted):
+                    found.append(relative)
+    except OSError as error:
+        raise InputImageError(f"cannot read folder {root!r}: {error.strerror or error}") from error
+    return sorted(found)
+
+
+def read_list(text: bytes) -> list[str]:
+    """Paths from a list: NUL-separated when the text contains a NUL, else one per line."""
+    names = text.split(b"\x00") if b"\x00" in text else text.replace(b"\r\n", b"\n").split(b"\n")
+    return [os.fsdecode(name) for name in names if name]
+
+
+def relative_names(paths: Sequence[str]) -> list[str]:
+    """Each path relative to the deepest folder that holds them all (so the tree is mirrored)."""
+    if not paths:
+        return []
+    absolute = [os.path.abspath(path) for path in paths]
+    common = os.path.commonpath([os.path.dirname(path) for path in absolute])
+    return [os.path.relpath(path, common) for path in absolute]
+
+
+def plan(
+    sources: Sequence[str],
+    relatives: Sequence[str],
+    out_dir: str,
+    *,
+    suffix: str = "",
+    output_format: str | None = None,
+) -> list[Task]:
+    """Output paths under ``out_dir`` mirroring ``relatives``, with ``suffix`` before the extension
+    and the extension of ``output_format`` when converting.
+
+    Raises:
+        InvalidParameterError: two inputs would write the same output.
+    """
+    tasks = []
+    seen: dict[str, str] = {}
+    for source, relative in zip(sources, relatives, strict=True):
+        stem, extension = os.path.splitext(relative)
+        if output_format is not None:
+            extension = FORMAT_EXTENSIONS[output_format]
+        dest = os.path.join(out_dir, stem + suffix + extension)
+        key = os.path.normcase(os.path.abspath(dest))
+        if key in seen:
+            raise InvalidParameterError(
+                f"{seen[key]!r} and {source!r} would both be written to {dest!r}"
+            )
+        seen[key] = source
+        tasks.append(Task(source, relative, dest))
+    return tasks
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` (1 <= K <= N) to ``(K, N)``."""
+    try:
+        index_text, count_text = text.split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise InvalidParameterError(f"expected --shard K/N such as 1/4, got {text!r}") from None
+    if count < 1 or not 1 <= index <= count:
+        raise InvalidParameterError(f"expected --shard K/N with 1 <= K <= N, got {text!r}")
+    return index, count
+
+
+def in_shard(relative: str, index: int, count: int) -> bool:
+    """Whether shard ``index`` of ``count`` owns this file.
+
+    Decided by a hash of the relative path alone, so every shard agrees without talking to
+    the others, and a file keeps its shard when files are added or removed.
+    """
+    digest = hashlib.sha256(
+        relative.replace(os.sep, "/").encode("utf-8", "surrogateescape")
+    ).digest()
+    return int.from_bytes(digest[:8], "big") % count == index - 1
+
+
+def _selected(
+    name: str, relative: str, patterns: Sequence[str] | None, extensions: frozenset[str]
+) -> bool:
+    if patterns:
+        return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(relative, p) for p in patterns)
+    return os.path.splitext(name)[1].lower() in extensions
+
+
+def _raise(error: OSError) -> None:
+    raise error
