@@ -49,6 +49,7 @@ class Backend:
 
 # Preference order within a method: fastest first, the reference last (always there).
 BACKENDS = (
+    Backend("triton", "exact", frozenset({"cuda"}), "adaptiveblur.ops.triton"),
     Backend("reference", "exact", frozenset({"cpu", "cuda"}), "adaptiveblur.ops.reference"),
 )
 BACKEND_NAMES = tuple(backend.name for backend in BACKENDS)
