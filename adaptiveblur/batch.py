@@ -94,14 +94,17 @@ def plan(
         if output_format is not None:
             extension = FORMAT_EXTENSIONS[output_format]
         dest = os.path.join(out_dir, stem + suffix + extension)
-        key = os.path.normcase(os.path.abspath(dest))
+        key = _key(dest)
         if key in seen:
             raise InvalidParameterError(
                 f"{seen[key]!r} and {source!r} would both be written to {dest!r}"
             )
         seen[key] = source
         tasks.append(Task(source, relative, dest))
-    return tasks
+    # A file that is another task's output (an earlier run's result, when OUT_DIR is inside
+    # IN_DIR or equal to it with a suffix) is not an input.
+    owner = {_key(task.dest): task for task in tasks}
+    return [task for task in tasks if owner.get(_key(task.source), task) is task]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -134,6 +137,10 @@ def _selected(
     if patterns:
         return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(relative, p) for p in patterns)
     return os.path.splitext(name)[1].lower() in extensions
+
+
+def _key(path: str) -> str:
+    return os.path.normcase(os.path.abspath(path))
 
 
 def _raise(error: OSError) -> None:

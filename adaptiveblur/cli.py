@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from adaptiveblur.pipeline import BlurSettings, Outcome
 
 PROG = "adaptiveblur"
-_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+_stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 EXAMPLES = """\b
 Examples:
@@ -353,9 +353,11 @@ def _run_batch(
     from adaptiveblur import batch as planning
     from adaptiveblur import io
     from adaptiveblur.errors import EXIT_PARTIAL
-    from adaptiveblur.pipeline import run_batch
+    from adaptiveblur.pipeline import check_output_folder, check_writable, run_batch
 
     fmt = io.check_output_format("L", output_format) if output_format is not None else None
+    check_output_folder(out_dir)
+    check_writable(report)
     relatives = planning.relative_names(sources) if relatives is None else relatives
     tasks = planning.plan(sources, relatives, out_dir, suffix=suffix, output_format=fmt)
     if shard is not None:
@@ -377,8 +379,6 @@ def _run_batch(
             max_pixels=_pixel_limit(max_pixels),
             on_outcome=on_outcome,
         )
-    if report is not None:
-        io.write_text_atomically(report, json.dumps(summary.as_dict(), indent=2) + "\n")
     failed = summary.count("failed")
     if not quiet:
         _stderr.print(
@@ -386,6 +386,8 @@ def _run_batch(
             f"in {summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s)",
             markup=False,
         )
+    if report is not None:
+        io.write_text_atomically(report, json.dumps(summary.as_dict(), indent=2) + "\n")
     if failed:
         raise typer.Exit(EXIT_PARTIAL)
 

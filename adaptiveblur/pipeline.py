@@ -176,7 +176,7 @@ def run_file(
     # Resolve formats and check destinations now, so a mistake costs no blur.
     io.check_output_format("L", output_format, dest)
     for path in (dest, save_sigma):
-        _check_writable(path)
+        check_writable(path)
     if save_sigma is not None:
         io.check_output_format("L", None, save_sigma)
 
@@ -210,7 +210,13 @@ def _refuse_clobbering(
             raise OutputImageError(f"refusing to overwrite the input {path!r}{hint}")
 
 
-def _check_writable(path: str | None) -> None:
+def check_output_folder(folder: str) -> None:
+    """Fail early when ``folder`` exists and is not a folder (it is created when missing)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputImageError(f"cannot write into {folder!r}: it is a file, not a folder")
+
+
+def check_writable(path: str | None) -> None:
     """Fail early when ``path`` cannot be created: missing or read-only folder, or a folder itself."""
     if path is None or path == STDIO:
         return

@@ -1,0 +1,280 @@
+"""How fast is ``adaptiveblur batch`` per image, against decoding and encoding alone?
+
+Makes ``--count`` (default 24) different 1000x1000 RGB photos from
+``sample_images/astronaut.jpg`` (random crop, flip and a slight brightness change, resized),
+alternately PNG and JPEG (quality 95), then for each ``--jobs`` value (default 1,2,4) runs,
+in a subprocess, exactly what a user would::
+
+    adaptiveblur batch IN OUT --max-sigma 4 --jobs J --quiet --report R.json [pass-through]
+
+over all N images and over 1 of them, and reports
+
+* ``wall N``: seconds for the whole command over N images (start-up included),
+* ``img/s``: N / wall N; ``in-run img/s``: the report's images_per_second (no start-up),
+* ``per image``: (wall N - wall 1) / (N - 1), the cost of each image after start-up,
+* ``codec/img``: seconds per image of pillow open + load + save of the same files
+  (same format, JPEG quality 95), in J threads, written to disk like the batch's outputs,
+* ``vs codec``: codec/img / per image; 1.0 would be as fast as decoding and encoding alone.
+
+The issue's targets: per image <= 0.3 s on the 2-core CPU; on a GPU host a throughput within
+90% of decode + encode alone (``vs codec`` >= 0.9). Walls are medians of ``--repeat`` runs.
+
+``--backend``, ``--method`` and ``--device`` are passed to the command. ``--register
+NAME=MODULE[@DEVICES]`` previews a backend that ``adaptiveblur/ops/backends.py`` does not list
+yet: the command then runs as ``python -c <register, then cli.main>`` instead of the console
+script (same code path otherwise). Prints one table on stdout; progress goes to stderr.
+
+    python benchmarks/bench_batch.py
+    python benchmarks/bench_batch.py --register native=adaptiveblur.ops.native@cpu --backend native
+    python benchmarks/bench_batch.py --device cuda --jobs 2,4,8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "sample_images" / "astronaut.jpg"
+SIDE = 1000
+TARGET_PER_IMAGE_S = 0.3  # on the 2-core CPU
+TARGET_CODEC_RATIO = 0.9  # on a GPU host
+
+# Runs the CLI after adding a backend to the registry, for backends not integrated yet.
+_REGISTERING = """\
+import sys
+from adaptiveblur.ops import backends
+name, module, devices = sys.argv[1:4]
+if name not in backends.BACKEND_NAMES:
+    entry = backends.Backend(name, "exact", frozenset(devices.split(",")), module)
+    registry = vars(backends)
+    registry["BACKENDS"] = (entry, *backends.BACKENDS)
+    registry["BACKEND_NAMES"] = (*backends.BACKEND_NAMES, name)
+from adaptiveblur.cli import main
+sys.exit(main(sys.argv[4:]))
+"""
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def make_images(folder: Path, count: int, seed: int) -> list[Path]:
+    """``count`` different 1 MP photos, even ones PNG and odd ones JPEG (quality 95)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with Image.open(PHOTO) as source:
+        photo = source.convert("RGB")
+    width, height = photo.size
+    for index in range(count):
+        margin = int(0.06 * min(width, height))
+        left, top = (int(value) for value in rng.integers(0, margin + 1, 2))
+        right = width - int(rng.integers(0, margin + 1))
+        bottom = height - int(rng.integers(0, margin + 1))
+        picture = photo.crop((left, top, right, bottom)).resize(
+            (SIDE, SIDE), Image.Resampling.BICUBIC
+        )
+        if rng.random() < 0.5:
+            picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        gain = rng.uniform(0.92, 1.08)
+        values = np.clip(np.asarray(picture, dtype=np.float32) * gain, 0, 255).astype(np.uint8)
+        picture = Image.fromarray(values)
+        if index % 2 == 0:
+            path = folder / f"photo{index:03d}.png"
+            picture.save(path, format="PNG")
+        else:
+            path = folder / f"photo{index:03d}.jpg"
+            picture.save(path, format="JPEG", quality=95)
+        paths.append(path)
+    return paths
+
+
+def command_prefix(register: str | None) -> list[str]:
+    """How to start the CLI: the console script, or the registering wrapper."""
+    if register:
+        name, _, rest = register.partition("=")
+        module, _, devices = rest.partition("@")
+        if not name or not module:
+            sys.exit(f"expected --register NAME=MODULE[@DEVICES], got {register!r}")
+        return [sys.executable, "-c", _REGISTERING, name, module, devices or "cpu,cuda"]
+    script = Path(sys.executable).with_name("adaptiveblur")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("adaptiveblur")
+    return [found] if found else [sys.executable, "-m", "adaptiveblur"]
+
+
+def run_batch(
+    prefix: list[str], source: Path, out: Path, report: Path, jobs: int, extra: list[str]
+) -> tuple[float, dict]:
+    """Wall seconds of one ``adaptiveblur batch`` over ``source`` into a fresh ``out``."""
+    shutil.rmtree(out, ignore_errors=True)
+    command = [*prefix, "batch", str(source), str(out), "--jobs", str(jobs), "--quiet"]
+    command += ["--report", str(report), *extra]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"{shlex.join(command)} failed ({done.returncode}):\n{done.stderr}")
+    summary = json.loads(report.read_text())
+    expected = len(list(source.iterdir()))
+    if summary["done"] != expected:
+        sys.exit(f"expected {expected} images done, the report says {summary['done']}")
+    return wall, summary
+
+
+def codec_seconds(paths: list[Path], out: Path, jobs: int) -> float:
+    """Wall seconds to open, load and save every file (its own format) in ``jobs`` threads."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+    def one(path: Path) -> None:
+        with Image.open(path) as picture:
+            picture.load()
+            options = {"quality": 95, "subsampling": "4:4:4"} if picture.format == "JPEG" else {}
+            picture.save(out / path.name, format=picture.format, **options)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(one, paths))
+    return time.perf_counter() - started
+
+
+def machine(device: str) -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            model = next(
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    text = f"{model}, {os.cpu_count()} logical CPUs ({usable} usable), load average {load:.2f}"
+    if device.startswith("cuda"):
+        try:
+            gpus = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            text += f"; GPU: {', '.join(gpus.splitlines())}"
+        except (OSError, subprocess.CalledProcessError):
+            text += "; GPU: (nvidia-smi not available)"
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=24, help="images (default 24)")
+    parser.add_argument("--jobs", default="1,2,4", help="--jobs values (default 1,2,4)")
+    parser.add_argument("--max-sigma", default="4", help="default 4")
+    parser.add_argument("--backend", help="passed to adaptiveblur batch")
+    parser.add_argument("--method", help="passed to adaptiveblur batch")
+    parser.add_argument("--device", help="passed to adaptiveblur batch")
+    parser.add_argument("--register", help="NAME=MODULE[@DEVICES]: preview a backend (see above)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (median)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", help="keep images and outputs here (default: a temp dir)")
+    args = parser.parse_args()
+    if args.count < 2:
+        sys.exit("expected --count >= 2 (the per-image cost needs N and 1)")
+    job_values = [int(value) for value in args.jobs.split(",") if value.strip()]
+
+    extra = ["--max-sigma", args.max_sigma]
+    for option in ("backend", "method", "device"):
+        if getattr(args, option) is not None:
+            extra += [f"--{option}", getattr(args, option)]
+    prefix = command_prefix(args.register)
+    temporary = None if args.workdir else tempfile.TemporaryDirectory(prefix="bench_batch-")
+    work = Path(args.workdir or temporary.name)  # type: ignore[union-attr]
+    try:
+        log(f"making {args.count} images in {work / 'in'} ...")
+        paths = make_images(work / "in", args.count, args.seed)
+        single = work / "one"
+        shutil.rmtree(single, ignore_errors=True)
+        single.mkdir()
+        shutil.copy2(paths[0], single / paths[0].name)
+        megabytes = sum(path.stat().st_size for path in paths) / 1e6
+
+        rows = []
+        for jobs in job_values:
+            walls_n, walls_1, rates, codecs = [], [], [], []
+            for attempt in range(args.repeat):
+                log(f"jobs {jobs}, run {attempt + 1}/{args.repeat}: batch of {args.count} ...")
+                wall, summary = run_batch(
+                    prefix, work / "in", work / "out", work / "report.json", jobs, extra
+                )
+                walls_n.append(wall)
+                rates.append(summary["images_per_second"])
+                log(f"  {wall:.2f} s; batch of 1 ...")
+                walls_1.append(
+                    run_batch(prefix, single, work / "out1", work / "report1.json", jobs, extra)[0]
+                )
+                log(f"  {walls_1[-1]:.2f} s; decode + encode alone ...")
+                codecs.append(codec_seconds(paths, work / "codec", jobs))
+            wall_n, wall_1 = statistics.median(walls_n), statistics.median(walls_1)
+            per_image = (wall_n - wall_1) / (args.count - 1)
+            codec = statistics.median(codecs) / args.count
+            rows.append((jobs, wall_n, wall_1, per_image, statistics.median(rates), codec))
+    finally:
+        if temporary is not None:
+            temporary.cleanup()
+
+    device = args.device or "auto"
+    shown = ["adaptiveblur", "batch", "IN", "OUT", "--jobs", "J", "--quiet", "--report", "R.json"]
+    print(f"machine: {machine(device)}")
+    started_as = (
+        f"{prefix[0]} -c <register {args.register}, then adaptiveblur.cli.main>"
+        if args.register
+        else shlex.join(prefix)
+    )
+    print(f"python {platform.python_version()}; the command runs as: {started_as}")
+    print(f"command: {shlex.join([*shown, *extra])}")
+    print(
+        f"images: {args.count} x {SIDE}x{SIDE} RGB from {PHOTO.name} "
+        f"({(args.count + 1) // 2} PNG, {args.count // 2} JPEG q95), {megabytes:.1f} MB; "
+        f"median of {args.repeat} run(s)\n"
+    )
+    header = (
+        f"{'jobs':>4} | {'wall N':>7} {'img/s':>6} {'wall 1':>7} {'per image':>9} "
+        f"{'in-run img/s':>12} | {'codec/img':>9} {'codec img/s':>11} | {'vs codec':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for jobs, wall_n, wall_1, per_image, rate, codec in rows:
+        print(
+            f"{jobs:>4} | {wall_n:7.2f} {args.count / wall_n:6.2f} {wall_1:7.2f} {per_image:9.3f} "
+            f"{rate:12.2f} | {codec:9.3f} {1 / codec:11.2f} | {codec / per_image:8.2f}"
+        )
+    best = min(rows, key=lambda row: row[3])
+    print(
+        f"\nseconds. best per-image cost after start-up: {best[3]:.3f} s at --jobs {best[0]} "
+        f"(target <= {TARGET_PER_IMAGE_S} s on the 2-core CPU: "
+        f"{'met' if best[3] <= TARGET_PER_IMAGE_S else 'not met'}); throughput vs decode + "
+        f"encode alone at that --jobs: {best[5] / best[3]:.0%} (GPU-host target >= "
+        f"{TARGET_CODEC_RATIO:.0%})."
+    )
+
+
+if __name__ == "__main__":
+    main()
