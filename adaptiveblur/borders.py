@@ -45,7 +45,19 @@ def read_window(image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, mode: s
     device = image.device
     rows, row_ok = border_index(torch.arange(y0, y1, device=device), height, mode)
     cols, col_ok = border_index(torch.arange(x0, x1, device=device), width, mode)
-    window = image.index_select(-2, rows).index_select(-1, cols)
+    rowed = image.index_select(-2, rows)  # whole rows: one contiguous copy each
+    # index_select along the last dimension copies element by element (slow on the CPU),
+    # so only the columns outside the image go through it; the inside is one slice copy.
+    inside_from, inside_to = min(max(x0, 0), width), max(min(x1, width), 0)
+    if inside_from < inside_to:
+        window = rowed.new_empty((*rowed.shape[:-1], x1 - x0))
+        window[..., inside_from - x0 : inside_to - x0] = rowed[..., inside_from:inside_to]
+        if inside_from > x0:
+            window[..., : inside_from - x0] = rowed.index_select(-1, cols[: inside_from - x0])
+        if inside_to < x1:
+            window[..., inside_to - x0 :] = rowed.index_select(-1, cols[inside_to - x0 :])
+    else:
+        window = rowed.index_select(-1, cols)
     if row_ok is not None and col_ok is not None:
         window = window * (row_ok[:, None] & col_ok[None, :]).to(window.dtype)
     return window

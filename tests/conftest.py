@@ -39,3 +39,15 @@ def rng() -> np.random.Generator:
     seed = int(np.random.SeedSequence().entropy % (2**32))
     print(f"random seed: {seed}")
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(params=["reference", "native", "triton"])
+def backend(request: pytest.FixtureRequest, device: str) -> str:
+    """Every exact backend, on every device where it runs (skipped where it does not)."""
+    from adaptiveblur.ops.backends import BACKENDS
+
+    named = next(b for b in BACKENDS if b.name == request.param)
+    reason = named.unavailable_reason(torch.device(device))
+    if reason is not None:
+        pytest.skip(f"{request.param} on {device}: {reason}")
+    return str(request.param)

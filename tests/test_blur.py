@@ -28,12 +28,17 @@ def scipy_blur(image: np.ndarray, sigma: float, truncate: float, border: str) ->
 
 @pytest.mark.parametrize("border", ["reflect", "replicate", "constant"])
 @pytest.mark.parametrize(("height", "width"), [(1, 1), (7, 13), (13, 7), (31, 2)])
-def test_constant_sigma_equals_scipy(device, rng, border, height, width):
+def test_constant_sigma_equals_scipy(device, backend, rng, border, height, width):
     image = rng.random((3, height, width))
     for sigma in (0.0, rng.uniform(0.2, 1.0), rng.uniform(1.0, 4.0), 9.7):  # 9.7: radius > image
         truncate = float(rng.choice([2.0, 3.0, 4.0]))
         out = adaptive_blur(
-            torch.from_numpy(image).float(), sigma, truncate=truncate, border=border, device=device
+            torch.from_numpy(image).float(),
+            sigma,
+            truncate=truncate,
+            border=border,
+            device=device,
+            backend=backend,
         )
         expected = scipy_blur(image, sigma, truncate, border)
         np.testing.assert_allclose(out.double().numpy(), expected, atol=EXACT, rtol=0)
@@ -50,7 +55,7 @@ def test_constant_sigma_large_odd_image_equals_scipy(rng):
 
 @pytest.mark.parametrize("border", ["reflect", "replicate", "constant"])
 @pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 9), (7, 13), (16, 11)])
-def test_varying_sigma_equals_loop(device, rng, border, height, width):
+def test_varying_sigma_equals_loop(device, backend, rng, border, height, width):
     image = rng.random((2, height, width))
     sigma = rng.uniform(0.0, 6.0, (height, width))  # radii up to 18: wider than the image
     sigma[rng.random((height, width)) < 0.2] = 0.0
@@ -59,6 +64,7 @@ def test_varying_sigma_equals_loop(device, rng, border, height, width):
         torch.from_numpy(sigma).float(),
         border=border,
         device=device,
+        backend=backend,
     )
     expected = loop_blur(image, sigma.astype(np.float32), border=border)
     np.testing.assert_allclose(out.double().numpy(), expected, atol=EXACT, rtol=0)
@@ -72,19 +78,19 @@ def test_float64_is_exact_to_float64(rng):
     np.testing.assert_allclose(out.numpy(), loop_blur(image, sigma), atol=1e-12, rtol=0)
 
 
-def test_matches_seed_style_unfold(device, rng):
+def test_matches_seed_style_unfold(device, backend, rng):
     image = torch.from_numpy(rng.random((2, 3, 41, 37))).float()
     sigma = torch.from_numpy(rng.uniform(0.0, 4.0, (2, 1, 41, 37))).float()
-    out = adaptive_blur(image, sigma, device=device)
+    out = adaptive_blur(image, sigma, device=device, backend=backend)
     torch.testing.assert_close(out.double(), unfold_blur(image, sigma), atol=EXACT, rtol=0)
 
 
 @pytest.mark.parametrize("budget", [1, 4096, 200_000])
-def test_tiled_equals_untiled(rng, budget):
+def test_tiled_equals_untiled(device, backend, rng, budget):
     image = torch.from_numpy(rng.random((3, 53, 47))).float()
     sigma = torch.from_numpy(rng.uniform(0.0, 5.0, (53, 47))).float()
-    whole = adaptive_blur(image, sigma, max_memory=1 << 34)
-    tiled = adaptive_blur(image, sigma, max_memory=budget)
+    whole = adaptive_blur(image, sigma, max_memory=1 << 34, device=device, backend=backend)
+    tiled = adaptive_blur(image, sigma, max_memory=budget, device=device, backend=backend)
     torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
 
 
@@ -99,11 +105,11 @@ def test_tiles_are_reported(rng):
     assert calls == [(i, total) for i in range(1, total + 1)]
 
 
-def test_constant_image_stays_constant(device, rng):
+def test_constant_image_stays_constant(device, backend, rng):
     value = float(rng.random())
     image = torch.full((3, 19, 23), value)
     sigma = torch.from_numpy(rng.uniform(0.0, 8.0, (19, 23))).float()
-    out = adaptive_blur(image, sigma, device=device)
+    out = adaptive_blur(image, sigma, device=device, backend=backend)
     torch.testing.assert_close(out, image, atol=1e-6, rtol=0)
 
 

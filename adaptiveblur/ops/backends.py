@@ -34,6 +34,7 @@ class Backend:
     method: str
     device_types: frozenset[str]
     module: str
+    differentiable: bool = False  # autograd can run through its blur_tile
 
     def load(self):  # noqa: ANN201 - a module
         return importlib.import_module(self.module)
@@ -50,7 +51,8 @@ class Backend:
 # Preference order within a method: fastest first, the reference last (always there).
 BACKENDS = (
     Backend("triton", "exact", frozenset({"cuda"}), "adaptiveblur.ops.triton"),
-    Backend("reference", "exact", frozenset({"cpu", "cuda"}), "adaptiveblur.ops.reference"),
+    Backend("native", "exact", frozenset({"cpu"}), "adaptiveblur.ops.native"),
+    Backend("reference", "exact", frozenset({"cpu", "cuda"}), "adaptiveblur.ops.reference", True),
 )
 BACKEND_NAMES = tuple(backend.name for backend in BACKENDS)
 

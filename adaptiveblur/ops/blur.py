@@ -6,13 +6,14 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from adaptiveblur.borders import BORDER_MODES, DEFAULT_BORDER, read_window
 from adaptiveblur.devices import resolve_device
 from adaptiveblur.errors import InvalidParameterError
 from adaptiveblur.kernels import DEFAULT_TRUNCATE, radius_for, radius_map
 from adaptiveblur.ops.backends import DEFAULT_METHOD, choose_backend
-from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, plan_tiles, tile_side
+from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, Tile, plan_tiles, tile_side
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -80,30 +81,51 @@ def adaptive_blur(
     batch, channels, height, width = source.shape
     sigma_map = sigma_map.expand(batch, 1, height, width)
 
-    budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
-    element = source.element_size()
-    widest = 2 * radius_for(float(sigma_map.max()), truncate) + 1
-    side = tile_side(
-        chosen.bytes_per_pixel(batch, channels, widest, element), budget, height, width
-    )
+    # With autograd, each tile is checkpointed: the backward pass recomputes one tile at a
+    # time, so no K^2-sized activation is ever kept for the whole image.
+    differentiable = torch.is_grad_enabled() and (source.requires_grad or sigma_map.requires_grad)
+    if differentiable and not chosen.backend.differentiable:
+        chosen = choose_backend("exact", "reference", target)
 
-    output = torch.empty_like(source)
-    tiles = plan_tiles(height, width, side)
+    budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
+    widest = 2 * radius_for(float(sigma_map.detach().max()), truncate) + 1
+    per_pixel = chosen.bytes_per_pixel(batch, channels, widest, source.element_size())
+    tiles = plan_tiles(height, width, tile_side(per_pixel, budget, height, width))
+    output = torch.empty_like(source) if len(tiles) > 1 else source
     for done, tile in enumerate(tiles, start=1):
-        tile_sigma = sigma_map[..., tile.y0 : tile.y1, tile.x0 : tile.x1]
-        tile_radius = radius_map(tile_sigma, truncate)
-        halo = int(tile_radius.max())
-        padded = read_window(
-            source, tile.y0 - halo, tile.y1 + halo, tile.x0 - halo, tile.x1 + halo, border
-        )
-        output[..., tile.y0 : tile.y1, tile.x0 : tile.x1] = chosen.blur_tile(
-            padded, tile_sigma, tile_radius, halo, budget
-        )
+        arguments = (source, sigma_map, tile, truncate, border, chosen.blur_tile, budget)
+        if differentiable:
+            blurred = checkpoint(_blur_one_tile, *arguments, use_reentrant=False)
+        else:
+            blurred = _blur_one_tile(*arguments)
+        if len(tiles) == 1:
+            output = blurred  # one tile is the whole image: no copy
+        else:
+            output[..., tile.y0 : tile.y1, tile.x0 : tile.x1] = blurred
         if progress is not None:
             progress(done, len(tiles))
 
     result = output.to(device=image.device, dtype=image.dtype)
     return result if image.dim() == 4 else result[0]
+
+
+def _blur_one_tile(
+    source: torch.Tensor,
+    sigma_map: torch.Tensor,
+    tile: Tile,
+    truncate: float,
+    border: str,
+    blur_tile: Callable[..., torch.Tensor],
+    budget: int,
+) -> torch.Tensor:
+    """Read ``tile`` with the halo its largest radius needs and blur it."""
+    tile_sigma = sigma_map[..., tile.y0 : tile.y1, tile.x0 : tile.x1]
+    tile_radius = radius_map(tile_sigma.detach(), truncate)
+    halo = int(tile_radius.max())
+    padded = read_window(
+        source, tile.y0 - halo, tile.y1 + halo, tile.x0 - halo, tile.x1 + halo, border
+    )
+    return blur_tile(padded, tile_sigma, tile_radius, halo, budget)
 
 
 def _check_image(image: torch.Tensor) -> torch.Tensor:
@@ -144,10 +166,10 @@ def _check_sigma(sigma: torch.Tensor | float, image: torch.Tensor) -> torch.Tens
         )
     if not sigma.is_floating_point():
         sigma = sigma.to(torch.float32)
-    finite = torch.isfinite(sigma)
+    finite = torch.isfinite(sigma.detach())
     if not bool(finite.all()):
         raise InvalidParameterError("expected finite sigma values, got NaN or infinity")
-    low = float(sigma.min())
+    low = float(sigma.detach().min())
     if low < 0:
         raise InvalidParameterError(f"expected sigma >= 0 everywhere, got a minimum of {low:g}")
     return sigma

@@ -1,0 +1,230 @@
+"""How fast is the native (compiled C) backend, and how much faster than the reference?
+
+Prints a table of median wall times (and process CPU time, which is what to compare on a
+shared machine) for ``adaptive_blur(..., backend="native")`` on RGB photos whose sigma
+follows their luminance (``sigma = max_sigma * luma``), on uniformly random sigma and on
+the worst case (constant sigma), plus the kernel alone (``blur_tile`` on the padded
+image) and the first-call (compile) and cached start-up times.
+
+The photo is ``sample_images/astronaut.jpg`` resized (bicubic) to the size asked for.
+The reference backend is slow: it is timed on the 1 MP image at max-sigma 4 (its cost
+depends only on the largest sigma, not on the map), and scaled by the pixel count for
+the 12 MP rows.
+
+    python benchmarks/bench_native.py                 # the full table (~2 minutes)
+    python benchmarks/bench_native.py --quick         # 1 MP rows only, no reference
+    python benchmarks/bench_native.py --threads 2 --runs 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from adaptiveblur import adaptive_blur
+from adaptiveblur.borders import read_window
+from adaptiveblur.color import REC709_LUMA
+from adaptiveblur.kernels import DEFAULT_TRUNCATE, radius_map
+from adaptiveblur.ops import backends, native
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "sample_images" / "astronaut.jpg"
+
+
+@dataclass
+class Timing:
+    wall: float  # median seconds
+    best: float  # fastest run, seconds (the least disturbed by other work on the machine)
+    cpu: float  # median process CPU seconds (all threads)
+
+
+def measure(run: Callable[[], object], runs: int) -> Timing:
+    run()  # warm-up: first touch of buffers, thread pool start
+    walls, cpus = [], []
+    for _ in range(runs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return Timing(statistics.median(walls), min(walls), statistics.median(cpus))
+
+
+def photo(height: int, width: int) -> torch.Tensor:
+    """``(3, height, width)`` float32 in [0, 1]."""
+    image = Image.open(PHOTO).convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255).contiguous()
+
+
+def sigma_maps(image: torch.Tensor, max_sigma: float) -> dict[str, torch.Tensor]:
+    luma = (image * torch.tensor(REC709_LUMA)[:, None, None]).sum(0).clamp(0.0, 1.0)
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "photo luma": max_sigma * luma,
+        "uniform random": max_sigma * torch.rand(luma.shape, generator=generator),
+        "constant": torch.full_like(luma, max_sigma),
+    }
+
+
+def whole_blur(image: torch.Tensor, sigma: torch.Tensor) -> Callable[[], object]:
+    """The public call, engine included (validation, tiling, borders, stitching)."""
+    return lambda: adaptive_blur(image, sigma, backend="native")
+
+
+def kernel_only(image: torch.Tensor, sigma: torch.Tensor) -> Callable[[], object]:
+    """The backend's share of a one-tile call: ``blur_tile`` on the padded image."""
+    batched, sigma4 = image[None], sigma[None, None]
+    radius = radius_map(sigma4, DEFAULT_TRUNCATE)
+    halo = int(radius.max())
+    height, width = sigma.shape
+    padded = read_window(batched, -halo, height + halo, -halo, width + halo, "reflect")
+    return lambda: native.blur_tile(padded, sigma4, radius, halo, 1 << 30)
+
+
+def startup_times() -> tuple[float, float]:
+    """Seconds for ``available()`` in a fresh process: with an empty cache, then cached."""
+    code = (
+        "import time, torch; t = time.perf_counter(); from adaptiveblur.ops import native; "
+        "assert native.available(torch.device('cpu')) is None, native.available(torch.device('cpu')); "
+        "print(time.perf_counter() - t)"
+    )
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "ADAPTIVEBLUR_CACHE_DIR": cache}
+        seconds = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", code],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            )
+            for _ in range(2)
+        ]
+    return seconds[0], seconds[1]
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            model = next(
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    kernels = native._kernels()
+    lanes = "" if isinstance(kernels, str) else f", {kernels.lanes[torch.float32]} float32 lanes"
+    flags = "" if isinstance(kernels, str) else " ".join(kernels.build.flags) or "(cached build)"
+    return (
+        f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads{lanes}; compiler flags {flags}"
+    )
+
+
+def ensure_registered() -> None:
+    """Until backends.py lists 'native', add it for this process only."""
+    if "native" not in backends.BACKEND_NAMES:
+        entry = backends.Backend("native", "exact", frozenset({"cpu"}), "adaptiveblur.ops.native")
+        registry = vars(backends)  # plain dict access: the registry's tuples are typed as fixed
+        registry["BACKENDS"] = (entry, *backends.BACKENDS)
+        registry["BACKEND_NAMES"] = (*backends.BACKEND_NAMES, "native")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument(
+        "--runs", type=int, default=5, help="timed runs per row (median; default 5)"
+    )
+    parser.add_argument(
+        "--reference-runs", type=int, default=1, help="timed reference runs (default 1)"
+    )
+    parser.add_argument("--quick", action="store_true", help="1 MP rows only, no reference")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    reason = native.available(torch.device("cpu"))
+    if reason is not None:
+        sys.exit(f"native backend not available: {reason}")
+    ensure_registered()
+    compile_s, cached_s = startup_times()
+    print(f"machine: {machine()}")
+    print(f"first call (compile + load): {compile_s:.2f} s; cached (load): {cached_s:.3f} s\n")
+
+    rows: list[tuple[str, str, str, float, Timing, Timing, float | None]] = []
+    reference_1mp: float | None = None
+    if not args.quick:
+        image = photo(1000, 1000)
+        sigma = sigma_maps(image, 4.0)["photo luma"]
+        reference_1mp = measure(
+            lambda: adaptive_blur(image, sigma, backend="reference"), args.reference_runs
+        ).wall
+
+    sizes = [(1000, 1000, (2.0, 4.0, 8.0, 16.0))] + ([] if args.quick else [(3000, 4000, (4.0,))])
+    for height, width, max_sigmas in sizes:
+        image = photo(height, width)
+        for max_sigma in max_sigmas:
+            for name, sigma in sigma_maps(image, max_sigma).items():
+                if height * width > 1_000_000 or name == "photo luma" or max_sigma == 4.0:
+                    total = measure(whole_blur(image, sigma), args.runs)
+                    kernel = measure(kernel_only(image, sigma), args.runs)
+                    scale = height * width / 1e6
+                    reference = (
+                        reference_1mp * scale if reference_1mp and max_sigma == 4.0 else None
+                    )
+                    mean_radius = float(radius_map(sigma).float().mean())
+                    rows.append(
+                        (
+                            f"{width}x{height}",
+                            name,
+                            f"{max_sigma:g}",
+                            mean_radius,
+                            total,
+                            kernel,
+                            reference,
+                        )
+                    )
+
+    header = (
+        f"{'image':>9} {'sigma map':>15} {'max':>4} {'mean r':>6} |"
+        f" {'blur med':>8} {'best':>6} {'cpu':>6} | {'kernel med':>10} {'best':>6} {'cpu':>6} |"
+        f" {'reference':>9} {'speed-up':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for size, name, max_text, mean_radius, total, kernel, reference in rows:
+        reference_text = (
+            f"{reference:9.2f} {reference / total.wall:7.0f}x" if reference else f"{'':9} {'':8}"
+        )
+        print(
+            f"{size:>9} {name:>15} {max_text:>4} {mean_radius:6.2f} |"
+            f" {total.wall:8.3f} {total.best:6.3f} {total.cpu:6.3f} |"
+            f" {kernel.wall:10.3f} {kernel.best:6.3f} {kernel.cpu:6.3f} | {reference_text}"
+        )
+    print(
+        f"\nseconds; 'med' = median of {args.runs} runs, 'best' = fastest run, 'cpu' = median process "
+        "CPU time of all threads; 'blur' = adaptive_blur(backend='native') end to end (engine "
+        "included), 'kernel' = native.blur_tile on the padded image; speed-up = reference / blur med."
+    )
+    if reference_1mp:
+        print(
+            f"reference: adaptive_blur(backend='reference') on the 1 MP photo at max-sigma 4, "
+            f"{args.reference_runs} run(s): {reference_1mp:.2f} s; 12 MP value scaled by pixel count."
+        )
+
+
+if __name__ == "__main__":
+    main()
