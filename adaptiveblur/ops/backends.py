@@ -52,6 +52,7 @@ class Backend:
 BACKENDS = (
     Backend("triton", "exact", frozenset({"cuda"}), "adaptiveblur.ops.triton"),
     Backend("native", "exact", frozenset({"cpu"}), "adaptiveblur.ops.native"),
+    Backend("levels", "fast", frozenset({"cpu", "cuda"}), "adaptiveblur.ops.fast"),
     Backend("reference", "exact", frozenset({"cpu", "cuda"}), "adaptiveblur.ops.reference", True),
 )
 BACKEND_NAMES = tuple(backend.name for backend in BACKENDS)

@@ -9,6 +9,7 @@ pixel is the Gaussian-weighted mean of its own square window, formed from a stri
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from adaptiveblur.kernels import gaussian_taps
 from adaptiveblur.tiling import chunks
@@ -49,16 +50,17 @@ def blur_tile(
     pixels = sigma.shape[-2] * sigma.shape[-1]
     per_row = bytes_per_pixel(batch, channels, size, padded.element_size()) // size
     rows_per_chunk = max(1, min(size, budget // max(per_row * pixels, 1)))
+    height, width = sigma.shape[-2:]
     offsets = torch.arange(-halo, halo + 1, device=padded.device)
-    taps = gaussian_taps(sigma, radius, offsets)  # (B, 1, h, w, K), same for both axes
-    # windows[b, c, y, x, i, j] = padded[b, c, y + i, x + j]: a view, nothing copied.
-    windows = padded.unfold(2, size, 1).unfold(3, size, 1)
-    numerator = torch.zeros(
-        padded.shape[:2] + sigma.shape[2:], dtype=padded.dtype, device=padded.device
-    )
-    denominator = torch.zeros_like(sigma)
+    taps = gaussian_taps(sigma, radius, offsets).flatten(2, 3)  # (B, 1, h*w, K), both axes
+    numerator = padded.new_zeros(batch, channels, height * width)
+    denominator = sigma.new_zeros(batch, 1, height * width)
     for start, stop in chunks(size, rows_per_chunk):
-        weights = taps[..., start:stop, None] * taps[..., None, :]  # (B, 1, h, w, rows, K)
-        numerator = numerator + (windows[..., start:stop, :] * weights).sum(dim=(-2, -1))
-        denominator = denominator + weights.sum(dim=(-2, -1))
-    return numerator / denominator
+        rows = stop - start
+        # The unfold: windows[b, c, i, j, p] = padded[b, c, y(p) + start + i, x(p) + j].
+        band = padded[..., start : start + height + rows - 1, :]
+        windows = F.unfold(band, (rows, size)).view(batch, channels, rows, size, height * width)
+        weights = taps[..., start:stop].mT[..., :, None, :] * taps.mT[..., None, :, :]
+        numerator = numerator + (windows * weights).sum(dim=(2, 3))
+        denominator = denominator + weights.sum(dim=(2, 3))
+    return (numerator / denominator).view(batch, channels, height, width)

@@ -1,0 +1,218 @@
+"""Per-location kernels as differentiable torch ops, on the same tiled engine.
+
+* :func:`adaptive_gaussian_blur`: a Gaussian per pixel, differentiable with respect to the
+  image **and** sigma (so a network can predict sigma); the kernel size follows sigma on
+  every call.
+* :func:`spatially_varying_conv2d`: a different kernel at every output location, either given
+  whole, ``(B, C_out, C_in, k, k, H, W)``, or factored as a shared learnable ``weight
+  (C_out, C_in, k, k)`` modulated per location by a known ``modulation (B, k*k, H, W)``.
+
+Both work tile by tile with halos, so memory is bounded by ``max_memory``; under autograd
+each tile is checkpointed and recomputed in the backward pass, so no ``k^2``-sized
+activation is kept for the whole image in either pass.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from adaptiveblur.borders import read_window
+from adaptiveblur.errors import InvalidParameterError
+from adaptiveblur.kernels import DEFAULT_TRUNCATE
+from adaptiveblur.ops.blur import adaptive_blur
+from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, Tile, plan_tiles, tile_side
+
+PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"}
+
+
+def adaptive_gaussian_blur(
+    x: torch.Tensor,
+    sigma: torch.Tensor | float,
+    *,
+    truncate: float = DEFAULT_TRUNCATE,
+    border: str = "reflect",
+    max_memory: int | None = None,
+) -> torch.Tensor:
+    """Blur every pixel of ``x`` with a Gaussian of its own ``sigma``; differentiable.
+
+    The same operator as :func:`adaptiveblur.adaptive_blur` (gather model, square window of
+    radius ``floor(truncate * sigma + 0.5)``), on ``x``'s device. Gradients flow to ``x`` and
+    to ``sigma`` (the window radius is piecewise constant in sigma and carries none). Without
+    autograd the fastest exact backend runs; with it, the reference backend, checkpointed
+    per tile.
+
+    Args:
+        x: ``(B, C, H, W)`` or ``(C, H, W)`` float tensor.
+        sigma: ``(B, 1, H, W)``, ``(1, H, W)``, ``(H, W)`` or a number, ``>= 0``.
+        truncate: window radius in sigmas.
+        border: ``"reflect"``, ``"replicate"`` or ``"constant"``.
+        max_memory: bytes of temporaries per step (default 1 GiB).
+
+    Returns:
+        Tensor shaped like ``x``.
+
+    Example:
+        >>> x = torch.rand(1, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+        >>> sigma = torch.full((1, 1, 16, 16), 1.5, dtype=torch.float64, requires_grad=True)
+        >>> adaptive_gaussian_blur(x, sigma).sum().backward()
+        >>> x.grad.shape, sigma.grad.shape
+        (torch.Size([1, 3, 16, 16]), torch.Size([1, 1, 16, 16]))
+    """
+    return adaptive_blur(x, sigma, truncate=truncate, border=border, max_memory=max_memory)
+
+
+def spatially_varying_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    modulation: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    padding_mode: str = "zeros",
+    max_memory: int | None = None,
+) -> torch.Tensor:
+    """2-D convolution with a different kernel at every output location ("same" size, stride 1).
+
+    ``out[b, o, y, x] = bias[o] + sum_{c, i, j} K[b, o, c, i, j, y, x] * x[b, c, y + i - r, x + j - r]``
+    with ``r = k // 2`` and the kernel ``K`` either
+
+    * given whole: ``weight`` of shape ``(B, C_out, C_in, k, k, H, W)`` (``B`` may be 1), or
+    * factored: ``weight`` of shape ``(C_out, C_in, k, k)`` shared by all locations, times
+      ``modulation`` of shape ``(B, k*k, H, W)`` (row-major window offsets), i.e.
+      ``K[b, o, c, i, j, y, x] = weight[o, c, i, j] * modulation[b, i*k + j, y, x]``
+      (without ``modulation`` this is an ordinary ``same`` convolution).
+
+    Equal to unfold + multiply + matmul + fold, computed in tiles (memory bounded by
+    ``max_memory``) and differentiable with respect to ``x``, ``weight``, ``modulation`` and
+    ``bias``; the kernel size ``k`` is read from ``weight`` on every call.
+
+    Args:
+        x: ``(B, C_in, H, W)`` float tensor.
+        weight: ``(C_out, C_in, k, k)`` or ``(B, C_out, C_in, k, k, H, W)``; ``k`` odd.
+        modulation: ``(B, k*k, H, W)`` with the shared weight, else ``None``.
+        bias: ``(C_out,)`` or ``None``.
+        padding_mode: ``"zeros"``, ``"reflect"`` or ``"replicate"``.
+        max_memory: bytes of temporaries per step (default 1 GiB).
+
+    Returns:
+        ``(B, C_out, H, W)``.
+
+    Raises:
+        InvalidParameterError: shapes that do not fit together, an even ``k``, or an
+            unknown padding mode.
+
+    Example:
+        >>> x = torch.rand(2, 3, 10, 12)
+        >>> weight = torch.rand(4, 3, 5, 5)
+        >>> modulation = torch.rand(2, 25, 10, 12)
+        >>> spatially_varying_conv2d(x, weight, modulation=modulation).shape
+        torch.Size([2, 4, 10, 12])
+    """
+    size, per_location = _check_conv(x, weight, modulation, bias, padding_mode)
+    batch, in_channels, height, width = x.shape
+    out_channels = weight.shape[-6] if per_location else weight.shape[0]
+    element = x.element_size()
+    window = size * size
+    kernel_bytes = batch * out_channels * in_channels * window if per_location else window * batch
+    per_pixel = (batch * in_channels * window * 2 + kernel_bytes) * element
+    budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
+    side = tile_side(per_pixel, budget, height, width)
+
+    differentiable = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, modulation)
+    )
+    output = x.new_empty(batch, out_channels, height, width)
+    for tile in plan_tiles(height, width, side):
+        arguments = (x, weight, modulation, tile, size, PADDING_MODES[padding_mode])
+        if differentiable:
+            result = checkpoint(_conv_one_tile, *arguments, use_reentrant=False)
+        else:
+            result = _conv_one_tile(*arguments)
+        output[..., tile.y0 : tile.y1, tile.x0 : tile.x1] = result
+    if bias is not None:
+        output = output + bias.view(1, -1, 1, 1)
+    return output
+
+
+def _conv_one_tile(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    modulation: torch.Tensor | None,
+    tile: Tile,
+    size: int,
+    border: str,
+) -> torch.Tensor:
+    """Convolve one output tile; its input comes from a halo of ``size // 2`` around it."""
+    r = size // 2
+    padded = read_window(x, tile.y0 - r, tile.y1 + r, tile.x0 - r, tile.x1 + r, border)
+    batch, channels = x.shape[:2]
+    height, width = tile.height, tile.width
+    # im2col: windows[b, c, i*k + j, y*w + x] = padded[b, c, y + i, x + j]
+    windows = F.unfold(padded, size).view(batch, channels, size * size, height * width)
+    rows, cols = slice(tile.y0, tile.y1), slice(tile.x0, tile.x1)
+    if weight.dim() == 7:
+        kernels = weight[..., rows, cols].flatten(3, 4).flatten(-2)  # (B, C_out, C_in, k*k, h*w)
+        out = (windows.unsqueeze(1) * kernels).sum(dim=(2, 3))
+    else:
+        if modulation is not None:
+            windows = windows * modulation[..., rows, cols].flatten(-2).unsqueeze(1)
+        shared = weight.flatten(1)  # (C_out, C_in*k*k)
+        out = shared @ windows.flatten(1, 2)
+    return out.view(batch, -1, height, width)
+
+
+def _check_conv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    modulation: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    padding_mode: str,
+) -> tuple[int, bool]:
+    """Validate shapes; return the kernel size and whether kernels are given per location."""
+    if x.dim() != 4 or not x.is_floating_point():
+        raise InvalidParameterError(
+            f"expected x of shape (B, C_in, H, W), floating point, got {tuple(x.shape)} {x.dtype}"
+        )
+    if padding_mode not in PADDING_MODES:
+        raise InvalidParameterError(
+            f"expected padding_mode in {', '.join(PADDING_MODES)}, got {padding_mode!r}"
+        )
+    batch, in_channels, height, width = x.shape
+    per_location = weight.dim() == 7
+    if per_location:
+        wb, _, wc, k1, k2, wh, ww = weight.shape
+        if wb not in (1, batch) or wc != in_channels or k1 != k2 or (wh, ww) != (height, width):
+            raise InvalidParameterError(
+                f"expected per-location weight of shape ({batch}, C_out, {in_channels}, k, k, "
+                f"{height}, {width}), got {tuple(weight.shape)}"
+            )
+        if modulation is not None:
+            raise InvalidParameterError("modulation goes with a shared (C_out, C_in, k, k) weight")
+    elif weight.dim() == 4:
+        _, wc, k1, k2 = weight.shape
+        if wc != in_channels or k1 != k2:
+            raise InvalidParameterError(
+                f"expected weight of shape (C_out, {in_channels}, k, k), got {tuple(weight.shape)}"
+            )
+    else:
+        raise InvalidParameterError(
+            "expected weight of shape (C_out, C_in, k, k) or (B, C_out, C_in, k, k, H, W), "
+            f"got {tuple(weight.shape)}"
+        )
+    if k1 % 2 == 0:
+        raise InvalidParameterError(f"expected an odd kernel size, got {k1}")
+    if modulation is not None and tuple(modulation.shape) not in (
+        (batch, k1 * k1, height, width),
+        (1, k1 * k1, height, width),
+    ):
+        raise InvalidParameterError(
+            f"expected modulation of shape ({batch}, {k1 * k1}, {height}, {width}), "
+            f"got {tuple(modulation.shape)}"
+        )
+    out_channels = weight.shape[1] if per_location else weight.shape[0]
+    if bias is not None and tuple(bias.shape) != (out_channels,):
+        raise InvalidParameterError(
+            f"expected bias of shape ({out_channels},), got {tuple(bias.shape)}"
+        )
+    return k1, per_location
