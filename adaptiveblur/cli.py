@@ -156,22 +156,9 @@ def run(
     quiet: bool = QUIET,
 ) -> None:
     """Blur IN into OUT, each pixel with its own sigma."""
-    from adaptiveblur.pipeline import BlurSettings, run_file
+    from adaptiveblur.pipeline import run_file
 
-    settings = BlurSettings(
-        max_sigma=max_sigma,
-        min_sigma=min_sigma,
-        gamma=gamma,
-        invert=invert,
-        channel=channel,
-        truncate=truncate,
-        border=border,
-        linear=linear,
-        device=device,
-        method=method,
-        backend=backend,
-        max_memory=_parse_bytes(max_memory),
-    )
+    settings = _blur_settings(locals())
     if output_dir is not None:
         if save_sigma is not None:
             raise typer.BadParameter("--save-sigma takes one input; use run IN OUT")
@@ -284,7 +271,6 @@ def batch(
     """Blur every image in IN_DIR into OUT_DIR, mirroring its folders."""
     from adaptiveblur import batch as planning
     from adaptiveblur import io
-    from adaptiveblur.pipeline import BlurSettings
 
     expected = 1 if from_list is not None else 2
     if len(paths) != expected:
@@ -296,20 +282,7 @@ def batch(
     else:
         relatives = planning.discover(paths[0], patterns, recursive, io.READABLE_EXTENSIONS)
         sources = [os.path.join(paths[0], relative) for relative in relatives]
-    settings = BlurSettings(
-        max_sigma=max_sigma,
-        min_sigma=min_sigma,
-        gamma=gamma,
-        invert=invert,
-        channel=channel,
-        truncate=truncate,
-        border=border,
-        linear=linear,
-        device=device,
-        method=method,
-        backend=backend,
-        max_memory=_parse_bytes(max_memory),
-    )
+    settings = _blur_settings(locals())
     _run_batch(
         sources=sources,
         relatives=relatives,
@@ -328,6 +301,17 @@ def batch(
         gpu_indices=devices,
         report=report,
     )
+
+
+def _blur_settings(options: dict[str, object]) -> BlurSettings:
+    """The :class:`BlurSettings` named by a command's options (its fields, by name)."""
+    from dataclasses import fields
+
+    from adaptiveblur.pipeline import BlurSettings
+
+    values = {f.name: options[f.name] for f in fields(BlurSettings)}
+    values["max_memory"] = _parse_bytes(options["max_memory"])  # type: ignore[arg-type]
+    return BlurSettings(**values)  # type: ignore[arg-type]
 
 
 def _run_batch(
