@@ -123,8 +123,15 @@ def spatially_varying_conv2d(
         t is not None and t.requires_grad for t in (x, weight, modulation)
     )
     output = x.new_empty(batch, out_channels, height, width)
+    # The k*k-sized inputs are cut into tiles by one split each, so their backward gathers
+    # the tiles' gradients once instead of a full-size gradient per tile.
+    kernel_tiles = _tile_grid(weight, side) if per_location else None
+    modulation_tiles = _tile_grid(modulation, side) if modulation is not None else None
     for tile in plan_tiles(height, width, side):
-        arguments = (x, weight, modulation, tile, size, PADDING_MODES[padding_mode])
+        row, col = tile.y0 // side, tile.x0 // side
+        tile_weight = kernel_tiles[row][col] if kernel_tiles is not None else weight
+        tile_modulation = modulation_tiles[row][col] if modulation_tiles is not None else None
+        arguments = (x, tile_weight, tile_modulation, tile, size, PADDING_MODES[padding_mode])
         if differentiable:
             result = checkpoint(_conv_one_tile, *arguments, use_reentrant=False)
         else:
@@ -143,23 +150,30 @@ def _conv_one_tile(
     size: int,
     border: str,
 ) -> torch.Tensor:
-    """Convolve one output tile; its input comes from a halo of ``size // 2`` around it."""
+    """Convolve one output tile; its input comes from a halo of ``size // 2`` around it.
+
+    ``weight`` (when per location) and ``modulation`` are already cut to the tile.
+    """
     r = size // 2
     padded = read_window(x, tile.y0 - r, tile.y1 + r, tile.x0 - r, tile.x1 + r, border)
     batch, channels = x.shape[:2]
     height, width = tile.height, tile.width
     # im2col: windows[b, c, i*k + j, y*w + x] = padded[b, c, y + i, x + j]
     windows = F.unfold(padded, size).view(batch, channels, size * size, height * width)
-    rows, cols = slice(tile.y0, tile.y1), slice(tile.x0, tile.x1)
     if weight.dim() == 7:
-        kernels = weight[..., rows, cols].flatten(3, 4).flatten(-2)  # (B, C_out, C_in, k*k, h*w)
+        kernels = weight.flatten(3, 4).flatten(-2)  # (B, C_out, C_in, k*k, h*w)
         out = (windows.unsqueeze(1) * kernels).sum(dim=(2, 3))
     else:
         if modulation is not None:
-            windows = windows * modulation[..., rows, cols].flatten(-2).unsqueeze(1)
+            windows = windows * modulation.flatten(-2).unsqueeze(1)
         shared = weight.flatten(1)  # (C_out, C_in*k*k)
         out = shared @ windows.flatten(1, 2)
     return out.view(batch, -1, height, width)
+
+
+def _tile_grid(values: torch.Tensor, side: int) -> list[tuple[torch.Tensor, ...]]:
+    """``values[..., H, W]`` cut into the row-major grid of ``plan_tiles(H, W, side)``."""
+    return [band.split(side, dim=-1) for band in values.split(side, dim=-2)]
 
 
 def _check_conv(
