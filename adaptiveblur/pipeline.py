@@ -77,7 +77,7 @@ def sigma_map_for(
             f"the sigma map is {_size(source)} but the image is {_size(image)}; "
             "resize it or pass --resize-map"
         )
-    pixels = torch.from_numpy(np.ascontiguousarray(source.pixels.transpose(2, 0, 1)))
+    pixels = torch.from_numpy(source.pixels).permute(2, 0, 1)  # a (C, H, W) view, no copy
     value = intensity(pixels, source.mode, settings.channel)
     return sigma_from_intensity(
         value,
@@ -100,7 +100,7 @@ def blur_image(
     blurred alpha), so transparent pixels lend no colour and no dark fringes appear.
     With ``settings.linear`` the colour is blurred in linear light (sRGB decoded).
     """
-    pixels = torch.from_numpy(np.ascontiguousarray(image.pixels.transpose(2, 0, 1)))
+    pixels = torch.from_numpy(image.pixels).permute(2, 0, 1)  # a (C, H, W) view, no copy
     color_count = pixels.shape[0] - (1 if image.has_alpha else 0)
     color = pixels[:color_count]
     if settings.linear:
