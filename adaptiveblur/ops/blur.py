@@ -49,7 +49,9 @@ def adaptive_blur(
             sigma, documented error bound) or ``"auto"`` (exact when a fused exact
             backend runs on the device, else fast).
         backend: force one implementation by name (see ``BACKEND_NAMES``); default: the
-            fastest available for the method and device.
+            fastest available for the method and device. When gradients are needed (the
+            image or sigma requires grad), the differentiable reference backend runs,
+            checkpointed per tile so the backward pass is tiled too.
         max_memory: bytes the temporaries may take at once (default 1 GiB). Tiles
             and window chunks are sized to fit, for any image size and sigma.
         progress: called as ``progress(tiles_done, tiles_total)`` after each tile.
