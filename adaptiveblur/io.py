@@ -62,6 +62,7 @@ DEFAULT_MAX_PIXELS: int = 2 * (PILImage.MAX_IMAGE_PIXELS or 89_478_485)
 MODES: tuple[str, ...] = ("L", "LA", "RGB", "RGBA")
 _CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 _MAX_VALUE = {8: 255, 16: 65535}
+_SAMPLE_TYPES = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
 
 # Format names (pillow's) and the aliases and extensions that select them.
 _FORMAT_ALIASES = {
@@ -109,8 +110,10 @@ class Image:
     """A decoded image, ready for processing.
 
     Attributes:
-        pixels: float32 array of shape ``(H, W, C)`` with values in ``[0, 1]``; alpha, when
-            present, is the last channel and is straight (not premultiplied).
+        pixels: array of shape ``(H, W, C)``: float32 values in ``[0, 1]``, or the stored
+            integer samples (uint8 for ``bit_depth`` 8, uint16 for 16; see
+            :func:`load_image`'s ``integers``); alpha, when present, is the last channel
+            and is straight (not premultiplied).
         mode: channel layout, one of ``"L"``, ``"LA"``, ``"RGB"``, ``"RGBA"``.
         bit_depth: 8 or 16, what the source stored; the output follows it where the output
             format can hold it.
@@ -120,7 +123,8 @@ class Image:
         source_format: pillow's name of the format it was read from (``"PNG"``, ``"JPEG"``).
 
     Raises:
-        InvalidParameterError: if ``mode``, ``bit_depth`` or the shape of ``pixels`` is wrong.
+        InvalidParameterError: if ``mode``, ``bit_depth``, the shape of ``pixels`` or an
+            integer ``pixels`` dtype is wrong.
     """
 
     pixels: np.ndarray
@@ -141,6 +145,18 @@ class Image:
             raise InvalidParameterError(
                 f"expected pixels of shape (H, W, {channels}) for mode {self.mode}, got {shape}"
             )
+        dtype = np.dtype(self.pixels.dtype)
+        if dtype.kind in "ui" and dtype != _SAMPLE_TYPES[self.bit_depth]:
+            raise InvalidParameterError(
+                f"expected {_SAMPLE_TYPES[self.bit_depth].name} samples for bit_depth "
+                f"{self.bit_depth}, got {dtype.name}"
+            )
+
+    def float_pixels(self) -> np.ndarray:
+        """``pixels`` as float32 in ``[0, 1]`` (converted when they are integer samples)."""
+        if np.dtype(self.pixels.dtype).kind in "ui":
+            return _to_float(self.pixels, self.bit_depth)
+        return np.asarray(self.pixels, dtype=np.float32)
 
     @property
     def has_alpha(self) -> bool:
@@ -162,14 +178,18 @@ def load_image(
     source: str | os.PathLike[str] | BinaryIO,
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    integers: bool = False,
 ) -> Image:
-    """Decode an image file into float pixels.
+    """Decode an image file into float pixels (or its integer samples).
 
     Args:
         source: a path, ``"-"`` for standard input, or a binary file object (read from its
             current position to the end).
         max_pixels: refuse images with more pixels than this, checked from the header before
             anything is decoded; ``None`` or 0 means no limit.
+        integers: keep the samples as stored (uint8, or uint16 for 16-bit images) in an
+            array of the caller's own, instead of float32 in ``[0, 1]``: a quarter of the
+            memory, and the conversion can run where the pixels go (a GPU).
 
     Returns:
         The decoded :class:`Image`, EXIF orientation applied.
@@ -187,8 +207,8 @@ def load_image(
             raise InputImageError(f"cannot read '{name}': file is empty")
         stream.seek(0)
         if _is_png16_colour(head):
-            return _load_png16(_read(stream, name), name, limit)
-        return _load_with_pillow(stream, name, limit)
+            return _load_png16(_read(stream, name), name, limit, integers)
+        return _load_with_pillow(stream, name, limit, integers)
 
 
 def _pixel_limit(max_pixels: int | None) -> int | None:
@@ -294,7 +314,7 @@ def _pillow_would_refuse(limit: int | None) -> bool:
     return pillow_max is not None and (limit is None or limit > 2 * pillow_max)
 
 
-def _load_with_pillow(stream: BinaryIO, name: str, limit: int | None) -> Image:
+def _load_with_pillow(stream: BinaryIO, name: str, limit: int | None, integers: bool) -> Image:
     """Decode anything but a 16-bit colour PNG with pillow.
 
     Pillow's warnings are silenced: its decompression-bomb warning because our size check
@@ -315,7 +335,7 @@ def _load_with_pillow(stream: BinaryIO, name: str, limit: int | None) -> Image:
                     picture.load()
             except Exception as exc:
                 raise InputImageError(f"cannot read '{name}': {_decode_reason(exc)}") from exc
-            return _image_from_pillow(picture, name)
+            return _image_from_pillow(picture, name, integers)
 
 
 def _decode_reason(exc: BaseException) -> str:
@@ -332,7 +352,7 @@ def _decode_reason(exc: BaseException) -> str:
     return f"file is corrupt ({text})"
 
 
-def _image_from_pillow(picture: PILImage.Image, name: str) -> Image:
+def _image_from_pillow(picture: PILImage.Image, name: str, integers: bool = False) -> Image:
     """Convert a loaded pillow image to an :class:`Image`, orientation applied."""
     icc = picture.info.get("icc_profile") or None
     if picture.mode in ("CMYK", "LAB"):
@@ -346,7 +366,7 @@ def _image_from_pillow(picture: PILImage.Image, name: str) -> Image:
     exif = _clean_exif(raw_exif if isinstance(raw_exif, bytes) else None)
     orientation = _exif_orientation(raw_exif) if exif else _pillow_orientation(picture)
     return Image(
-        pixels=_apply_orientation(_to_float(values, bit_depth), orientation),
+        pixels=_pixels(values, bit_depth, orientation, integers),
         mode=mode,
         bit_depth=bit_depth,
         icc_profile=icc if isinstance(icc, bytes) else None,
@@ -404,6 +424,13 @@ def _int32_to_uint16(values: np.ndarray) -> np.ndarray:
 def _with_channel_axis(values: np.ndarray) -> np.ndarray:
     """``(H, W)`` → ``(H, W, 1)``; ``(H, W, C)`` unchanged."""
     return values[:, :, None] if values.ndim == 2 else values
+
+
+def _pixels(values: np.ndarray, bit_depth: int, orientation: int, integers: bool) -> np.ndarray:
+    """Decoded samples as :attr:`Image.pixels`: float32, or an owned, writable integer copy."""
+    if integers:
+        return np.array(_apply_orientation(values, orientation), order="C")
+    return _apply_orientation(_to_float(values, bit_depth), orientation)
 
 
 def _to_float(values: np.ndarray, bit_depth: int) -> np.ndarray:
@@ -775,7 +802,16 @@ def _encode(image: Image, format: str, quality: int, stream: BinaryIO) -> None:
 
 
 def _quantise(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float pixels → uint8/uint16, clipped to [0, 1] and rounded to nearest."""
+    """Float pixels → uint8/uint16, clipped to [0, 1] and rounded to nearest.
+
+    Integer samples of the wanted depth pass as they are; of the other depth they are
+    converted through float like any other pixels.
+    """
+    dtype = np.dtype(pixels.dtype)
+    if dtype.kind in "ui":
+        if dtype == _SAMPLE_TYPES[bit_depth]:
+            return np.ascontiguousarray(pixels)
+        pixels = _to_float(pixels, 16 if dtype.itemsize == 2 else 8)
     scaled = np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0)
     if np.isnan(scaled).any():
         raise InvalidParameterError("expected finite pixel values, got NaN")
@@ -862,7 +898,7 @@ def _is_png16_colour(head: bytes) -> bool:
     )
 
 
-def _load_png16(data: bytes, name: str, limit: int | None) -> Image:
+def _load_png16(data: bytes, name: str, limit: int | None, integers: bool) -> Image:
     """Decode a 16-bit colour PNG, keeping all 16 bits."""
     try:
         chunks = _read_png_chunks(data)
@@ -874,7 +910,7 @@ def _load_png16(data: bytes, name: str, limit: int | None) -> Image:
     if chunks.transparent is not None:
         values, mode = _add_alpha_for_key(values, chunks.transparent), "RGBA"
     return Image(
-        pixels=_apply_orientation(_to_float(values, 16), _exif_orientation(chunks.exif)),
+        pixels=_pixels(values, 16, _exif_orientation(chunks.exif), integers),
         mode=mode,
         bit_depth=16,
         icc_profile=chunks.icc_profile,

@@ -23,6 +23,7 @@ from adaptiveblur import io
 from adaptiveblur.batch import Task
 from adaptiveblur.borders import DEFAULT_BORDER
 from adaptiveblur.color import linear_to_srgb, srgb_to_linear
+from adaptiveblur.devices import resolve_device
 from adaptiveblur.errors import (
     AdaptiveBlurError,
     InputImageError,
@@ -64,9 +65,14 @@ class BlurSettings:
 
 
 def sigma_map_for(
-    image: io.Image, settings: BlurSettings, sigma_source: io.Image | None = None
+    image: io.Image,
+    settings: BlurSettings,
+    sigma_source: io.Image | None = None,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
     """The ``(H, W)`` float32 sigma map of ``image`` (from ``sigma_source`` when given).
+
+    Computed on ``device`` (default: the CPU), where it is returned.
 
     Raises:
         InputImageError: ``sigma_source`` is not the image's size.
@@ -77,8 +83,23 @@ def sigma_map_for(
             f"the sigma map is {_size(source)} but the image is {_size(image)}; "
             "resize it or pass --resize-map"
         )
-    pixels = torch.from_numpy(source.pixels).permute(2, 0, 1)  # a (C, H, W) view, no copy
-    value = intensity(pixels, source.mode, settings.channel)
+    return _sigma_of(_planes(source, device), source.mode, settings)
+
+
+def _planes(image: io.Image, device: torch.device | None) -> torch.Tensor:
+    """``image.pixels`` as float ``(C, H, W)`` in ``[0, 1]`` on ``device``.
+
+    Integer samples travel as they are and are converted there (a quarter of the bytes,
+    and no float work for the CPU when the device is a GPU).
+    """
+    planes = torch.from_numpy(image.pixels).to(device).permute(2, 0, 1)
+    if planes.is_floating_point():
+        return planes
+    return planes.to(torch.float32).div_(float(2**image.bit_depth - 1))
+
+
+def _sigma_of(pixels: torch.Tensor, mode: str, settings: BlurSettings) -> torch.Tensor:
+    value = intensity(pixels, mode, settings.channel)
     return sigma_from_intensity(
         value,
         min_sigma=settings.min_sigma,
@@ -90,17 +111,26 @@ def sigma_map_for(
 
 def blur_image(
     image: io.Image,
-    sigma_map: torch.Tensor,
+    sigma_map: torch.Tensor | None,
     settings: BlurSettings,
     progress: ProgressCallback | None = None,
 ) -> io.Image:
     """Blur a decoded image with a ``(H, W)`` sigma map; returns a new :class:`io.Image`.
 
+    ``sigma_map=None`` derives it from the image itself (as :func:`sigma_map_for` does).
+    All the arithmetic runs on ``settings.device``: on a GPU the CPU only uploads the
+    decoded pixels and downloads the result. Float pixels give float pixels; uint8
+    samples give uint8 samples (rounded as :func:`io.save_image` rounds), uint16 float.
+
     Alpha images are blurred premultiplied (colour times alpha, then divided by the
     blurred alpha), so transparent pixels lend no colour and no dark fringes appear.
     With ``settings.linear`` the colour is blurred in linear light (sRGB decoded).
     """
-    pixels = torch.from_numpy(image.pixels).permute(2, 0, 1)  # a (C, H, W) view, no copy
+    device = resolve_device(settings.device)
+    pixels = _planes(image, device)
+    sigma_map = (
+        _sigma_of(pixels, image.mode, settings) if sigma_map is None else sigma_map.to(device)
+    )
     color_count = pixels.shape[0] - (1 if image.has_alpha else 0)
     color = pixels[:color_count]
     if settings.linear:
@@ -115,7 +145,7 @@ def blur_image(
         sigma_map[None],
         truncate=settings.truncate,
         border=settings.border,
-        device=settings.device,
+        device=device,
         method=settings.method,
         backend=settings.backend,
         max_memory=settings.max_memory,
@@ -130,8 +160,13 @@ def blur_image(
     if settings.linear:
         out_color = linear_to_srgb(out_color)
     result = torch.cat([out_color, out_alpha]) if image.has_alpha else out_color
+    if image.pixels.dtype == np.uint8:
+        # 8-bit samples in, 8-bit samples out (every format keeps an 8-bit source at 8
+        # bits): rounded here as io.save_image would (half to even, like numpy's rint),
+        # so a quarter of the bytes come back from the device.
+        result = result.mul_(255.0).round_().to(torch.uint8)
     return io.Image(
-        pixels=result.permute(1, 2, 0).contiguous().numpy().astype(np.float32, copy=False),
+        pixels=result.permute(1, 2, 0).contiguous().cpu().numpy(),
         mode=image.mode,
         bit_depth=image.bit_depth,
         icc_profile=image.icc_profile,
@@ -143,7 +178,7 @@ def blur_image(
 def sigma_image(sigma_map: torch.Tensor, max_sigma: float) -> io.Image:
     """A viewable 16-bit gray image of a sigma map: black is 0, white is ``max_sigma``."""
     scale = max_sigma if max_sigma > 0 else 1.0
-    pixels = (sigma_map / scale).clamp(0.0, 1.0).numpy().astype(np.float32)[..., None]
+    pixels = (sigma_map / scale).clamp(0.0, 1.0).cpu().numpy().astype(np.float32)[..., None]
     return io.Image(pixels=pixels, mode="L", bit_depth=16)
 
 
@@ -180,11 +215,11 @@ def run_file(
     if save_sigma is not None:
         io.check_output_format("L", None, save_sigma)
 
-    image = io.load_image(source, max_pixels=max_pixels)
+    image = io.load_image(source, max_pixels=max_pixels, integers=True)
     fmt = io.check_output_format(image.mode, output_format, dest)
     sigma_source = None
     if map_path is not None:
-        sigma_source = io.load_image(map_path, max_pixels=max_pixels)
+        sigma_source = io.load_image(map_path, max_pixels=max_pixels, integers=True)
         if resize_map:
             sigma_source = _resized(sigma_source, image)
     sigma_map = sigma_map_for(image, settings, sigma_source)
@@ -244,7 +279,7 @@ def _resized(sigma_source: io.Image, image: io.Image) -> io.Image:
     height, width = image.pixels.shape[:2]
     if sigma_source.pixels.shape[:2] == (height, width):
         return sigma_source
-    planes = torch.from_numpy(np.ascontiguousarray(sigma_source.pixels.transpose(2, 0, 1)))
+    planes = torch.from_numpy(np.ascontiguousarray(sigma_source.float_pixels().transpose(2, 0, 1)))
     resized = torch.nn.functional.interpolate(
         planes[None], size=(height, width), mode="bilinear", align_corners=False, antialias=True
     )[0]
@@ -269,6 +304,7 @@ class Outcome:
     seconds: float = 0.0
     reason: str | None = None
     size: int = 0  # input bytes
+    device: str | None = None  # where it was blurred
 
 
 @dataclass
@@ -300,6 +336,7 @@ class BatchSummary:
                     "output": outcome.task.dest,
                     "status": outcome.status,
                     "seconds": round(outcome.seconds, 3),
+                    **({"device": outcome.device} if outcome.device else {}),
                     **({"error": outcome.reason} if outcome.reason else {}),
                 }
                 for outcome in self.outcomes
@@ -339,7 +376,9 @@ def run_batch(
         raise InvalidParameterError(f"expected --jobs >= 1, got {jobs}")
     if output_format is not None:
         output_format = io.check_output_format("L", output_format)
-    sigma_source = io.load_image(map_path, max_pixels=max_pixels) if map_path else None
+    sigma_source = (
+        io.load_image(map_path, max_pixels=max_pixels, integers=True) if map_path else None
+    )
     free_devices: queue.SimpleQueue[str] = queue.SimpleQueue()
     for device in devices:
         free_devices.put(device)
@@ -347,6 +386,7 @@ def run_batch(
 
     def work(task: Task) -> Outcome:
         started = time.perf_counter()
+        device = None
         size = _file_size(task.source)
         _remove_stale_temporaries(task.dest)
         if not overwrite and os.path.lexists(task.dest):
@@ -354,14 +394,15 @@ def run_batch(
         try:
             if _same_file(task.source, task.dest):
                 raise OutputImageError(f"refusing to overwrite the input {task.source!r}")
-            image = io.load_image(task.source, max_pixels=max_pixels)
+            image = io.load_image(task.source, max_pixels=max_pixels, integers=True)
             fmt = io.check_output_format(image.mode, output_format, task.dest)
             driver = (
                 _resized(sigma_source, image)
                 if sigma_source is not None and resize_map
                 else sigma_source
             )
-            sigma_map = sigma_map_for(image, settings, driver)
+            # Checked here, computed on the device with the blur (None: from the image).
+            sigma_map = None if driver is None else sigma_map_for(image, settings, driver)
             device = free_devices.get()
             try:
                 result = blur_image(image, sigma_map, replace(settings, device=device))
@@ -370,12 +411,11 @@ def run_batch(
             os.makedirs(os.path.dirname(os.path.abspath(task.dest)), exist_ok=True)
             io.save_image(result, task.dest, format=fmt, quality=quality)
         except AdaptiveBlurError as error:
-            return Outcome(task, "failed", time.perf_counter() - started, str(error), size)
+            return Outcome(task, "failed", time.perf_counter() - started, str(error), size, device)
         except OSError as error:
-            return Outcome(
-                task, "failed", time.perf_counter() - started, f"{error.strerror or error}", size
-            )
-        return Outcome(task, "done", time.perf_counter() - started, None, size)
+            reason = f"{error.strerror or error}"
+            return Outcome(task, "failed", time.perf_counter() - started, reason, size, device)
+        return Outcome(task, "done", time.perf_counter() - started, None, size, device)
 
     started = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="adaptiveblur")

@@ -123,6 +123,10 @@ def read_report(path: Path) -> dict:
     for entry in files:
         assert entry["status"] in ("done", "skipped", "failed")
         expected_keys = FILE_KEYS | ({"error"} if entry["status"] == "failed" else set())
+        if entry["status"] == "done":  # where it was blurred
+            expected_keys |= {"device"}
+        elif entry["status"] == "failed" and "device" in entry:  # failed after its blur
+            expected_keys |= {"device"}
         assert set(entry) == expected_keys, entry
         assert entry["seconds"] >= 0
         if entry["status"] == "failed":
@@ -305,6 +309,7 @@ def test_summary_line_and_report(capsys, work, tree):
     assert statuses(report) == {**dict.fromkeys(TOP + NESTED, "done"), "bad.png": "failed"}
     (failure,) = [entry for entry in report["files"] if entry["status"] == "failed"]
     assert "not an image" in failure["error"]
+    assert {entry.get("device") for entry in report["files"]} == {"cpu", None}
     assert temporaries(work) == []
 
     # Second run: the good ones are skipped, the bad one is tried again (it has no output).
@@ -898,3 +903,33 @@ def test_plan_paths():
     ]
     with pytest.raises(InvalidParameterError, match="both"):
         planning.plan(["a.png", "a.jpg"], ["a.png", "a.jpg"], "o", output_format="PNG")
+
+
+# ---- several GPUs -----------------------------------------------------------------------
+
+
+@pytest.mark.cuda
+def test_batch_spreads_files_over_every_gpu(capsys, work, rng):
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    count = 4 * torch.cuda.device_count()
+    for index in range(count):
+        make_image(work / "in" / f"img{index:02d}.png", rng, size=(301, 257))
+    args = ["in", "--report", "report.json", "--jobs", str(2 * count), *SIGMA]
+    code, _, err = cli(capsys, "batch", args[0], "gpus", *args[1:], "--device", "cuda")
+    assert code == 0, err
+    report = read_report(work / "report.json")
+    used = {entry["device"] for entry in report["files"]}
+    assert len(used) >= 2 and all(device.startswith("cuda:") for device in used), used
+    code, _, err = cli(capsys, "batch", args[0], "cpu", *args[1:], "--device", "cpu")
+    assert code == 0, err
+    for index in range(count):
+        name = f"img{index:02d}.png"
+        on_gpu = np.asarray(PILImage.open(work / "gpus" / name), dtype=np.int16)
+        on_cpu = np.asarray(PILImage.open(work / "cpu" / name), dtype=np.int16)
+        assert np.abs(on_gpu - on_cpu).max() <= 1, name  # float32 rounding may flip a code
+    code, _, err = cli(capsys, "batch", "in", "listed", "--devices", "1", "--report", "r1.json", *SIGMA)
+    assert code == 0, err
+    assert {entry["device"] for entry in read_report(work / "r1.json")["files"]} == {"cuda:1"}

@@ -226,6 +226,56 @@ def test_png_round_trip(
     np.testing.assert_array_equal(values_of(loaded), values)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("depth", [8, 16])
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_integer_samples_are_the_float_pixels_unscaled(
+    tmp_path: Path, rng: np.random.Generator, mode: str, depth: int, ext: str
+) -> None:
+    values = random_values(rng, 7, 13, CHANNELS[mode], depth)
+    path = tmp_path / f"in{ext}"
+    save_image(image_from_values(values, mode, depth), path)
+    floats, samples = load_image(path), load_image(path, integers=True)
+    assert (samples.mode, samples.bit_depth) == (floats.mode, floats.bit_depth)
+    assert samples.pixels.dtype == (np.uint16 if floats.bit_depth == 16 else np.uint8)
+    assert samples.pixels.flags.writeable and samples.pixels.flags.c_contiguous
+    np.testing.assert_array_equal(samples.float_pixels(), floats.pixels)
+    np.testing.assert_array_equal(samples.pixels, values_of(floats))
+    # Saved again they give the same file as the float pixels do.
+    save_image(samples, tmp_path / "a.png")
+    save_image(floats, tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_integer_samples_follow_the_orientation(tmp_path: Path, orientation: int) -> None:
+    values = np.arange(5 * 3 * 3, dtype=np.uint8).reshape(5, 3, 3) * 5
+    picture = PILImage.fromarray(values, "RGB")
+    path = write(
+        tmp_path / "o.jpg", pillow_bytes(picture, "JPEG", quality=100, exif=exif_bytes(orientation))
+    )
+    floats, samples = load_image(path), load_image(path, integers=True)
+    np.testing.assert_array_equal(samples.float_pixels(), floats.pixels)
+
+
+def test_integer_samples_must_match_the_bit_depth() -> None:
+    with pytest.raises(InvalidParameterError, match="uint16 samples for bit_depth 16"):
+        Image(pixels=np.zeros((2, 2, 1), dtype=np.uint8), mode="L", bit_depth=16)
+    with pytest.raises(InvalidParameterError, match="uint8 samples for bit_depth 8"):
+        Image(pixels=np.zeros((2, 2, 3), dtype=np.int32), mode="RGB", bit_depth=8)
+
+
+def test_16_bit_samples_saved_at_8_bits_round_like_floats(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    values = random_values(rng, 9, 11, 3, 16)
+    samples = Image(pixels=values.astype(np.uint16), mode="RGB", bit_depth=16)
+    floats = image_from_values(values, "RGB", 16)
+    save_image(samples, tmp_path / "a.bmp")  # BMP holds 8 bits
+    save_image(floats, tmp_path / "b.bmp")
+    assert (tmp_path / "a.bmp").read_bytes() == (tmp_path / "b.bmp").read_bytes()
+
+
 @pytest.mark.parametrize("mode", ["LA", "RGB", "RGBA"])
 def test_png16_colour_matches_pillow_reduction(
     tmp_path: Path, rng: np.random.Generator, mode: str

@@ -577,3 +577,23 @@ def test_alpha_to_jpeg_fails_before_the_blur(tmp_path, rng):
     assert calls == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
     assert temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "LA", "RGBA"])
+def test_blur_image_of_8_bit_samples_is_the_float_blur_rounded(rng, mode, device):
+    channels = len(mode)
+    samples = rng.integers(0, 256, (HEIGHT, WIDTH, channels), dtype=np.uint8)
+    if mode.endswith("A"):
+        samples[..., -1][rng.random((HEIGHT, WIDTH)) < 0.3] = 0  # transparent pixels too
+    floats = samples.astype(np.float32) / np.float32(255)
+    settings = BlurSettings(max_sigma=2.5, device=device)
+    sigma = torch.from_numpy(rng.uniform(0.0, 2.5, (HEIGHT, WIDTH))).float()
+    as_samples = abio.Image(pixels=samples, mode=mode, bit_depth=8)
+    from_samples = blur_image(as_samples, sigma, settings).pixels
+    from_floats = blur_image(make_image(floats, mode), sigma, settings).pixels
+    assert from_samples.dtype == np.uint8
+    expected = np.rint(np.clip(from_floats, 0, 1) * np.float32(255)).astype(np.uint8)
+    # Same float32 arithmetic on the same device: the same codes.
+    np.testing.assert_array_equal(from_samples, expected)
+    # And saved, it is what saving the float result gives.
+    assert np.array_equal(abio._quantise(from_samples, 8), abio._quantise(from_floats, 8))
