@@ -62,7 +62,7 @@ DEFAULT_MAX_PIXELS: int = 2 * (PILImage.MAX_IMAGE_PIXELS or 89_478_485)
 MODES: tuple[str, ...] = ("L", "LA", "RGB", "RGBA")
 _CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 _MAX_VALUE = {8: 255, 16: 65535}
-_SAMPLE_TYPES = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
+_SAMPLE_TYPES = {8: "uint8", 16: "uint16"}  # integer pixels at each bit depth
 
 # Format names (pillow's) and the aliases and extensions that select them.
 _FORMAT_ALIASES = {
@@ -146,9 +146,9 @@ class Image:
                 f"expected pixels of shape (H, W, {channels}) for mode {self.mode}, got {shape}"
             )
         dtype = np.dtype(self.pixels.dtype)
-        if dtype.kind in "ui" and dtype != _SAMPLE_TYPES[self.bit_depth]:
+        if dtype.kind in "ui" and dtype.name != _SAMPLE_TYPES[self.bit_depth]:
             raise InvalidParameterError(
-                f"expected {_SAMPLE_TYPES[self.bit_depth].name} samples for bit_depth "
+                f"expected {_SAMPLE_TYPES[self.bit_depth]} samples for bit_depth "
                 f"{self.bit_depth}, got {dtype.name}"
             )
 
@@ -809,7 +809,7 @@ def _quantise(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
     """
     dtype = np.dtype(pixels.dtype)
     if dtype.kind in "ui":
-        if dtype == _SAMPLE_TYPES[bit_depth]:
+        if dtype.name == _SAMPLE_TYPES[bit_depth]:
             return np.ascontiguousarray(pixels)
         pixels = _to_float(pixels, 16 if dtype.itemsize == 2 else 8)
     scaled = np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0)

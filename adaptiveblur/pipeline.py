@@ -7,9 +7,10 @@ exits (that is :mod:`adaptiveblur.cli`'s job).
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import queue
+import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -383,12 +384,13 @@ def run_batch(
     for device in devices:
         free_devices.put(device)
     summary = BatchSummary()
+    stale = _StaleTemporaries()
 
     def work(task: Task) -> Outcome:
         started = time.perf_counter()
         device = None
         size = _file_size(task.source)
-        _remove_stale_temporaries(task.dest)
+        stale.remove(task.dest)
         if not overwrite and os.path.lexists(task.dest):
             return Outcome(task, "skipped", 0.0, None, size)
         try:
@@ -438,12 +440,41 @@ def run_batch(
     return summary
 
 
-def _remove_stale_temporaries(dest: str) -> None:
-    """Remove temporary files a killed run left beside ``dest`` (io writes ``.<name>.<random>.tmp``)."""
-    folder, name = os.path.split(os.path.abspath(dest))
-    for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")):
-        with contextlib.suppress(OSError):
-            os.unlink(stale)
+class _StaleTemporaries:
+    """Temporary files a killed run left in the output folders (io writes ``.<name>.<hex>.tmp``).
+
+    Each folder is listed once, when its first output comes up, not once per file: a
+    folder of many outputs would otherwise be listed as many times.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_folder: dict[str, dict[str, list[str]]] = {}
+
+    def remove(self, dest: str) -> None:
+        """Remove those left beside ``dest``."""
+        folder, name = os.path.split(os.path.abspath(dest))
+        with self._lock:
+            if folder not in self._by_folder:
+                self._by_folder[folder] = _temporaries_in(folder)
+            stale = self._by_folder[folder].pop(name, [])
+        for path in stale:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _temporaries_in(folder: str) -> dict[str, list[str]]:
+    """Output name to the paths of its temporaries in ``folder`` (none if it is missing)."""
+    found: dict[str, list[str]] = {}
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            match = _TEMPORARY.fullmatch(entry.name)
+            if match:
+                found.setdefault(match.group(1), []).append(entry.path)
+    return found
+
+
+_TEMPORARY = re.compile(r"\.(.+)\.[0-9a-f]+\.tmp", re.DOTALL)
 
 
 def _file_size(path: str) -> int:

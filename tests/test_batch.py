@@ -459,12 +459,14 @@ def test_stale_temporary_of_an_interrupted_run_is_removed(capsys, work, tree):
     assert cli(capsys, "batch", "in", "out", "-r", *SIGMA)[0] == 0
     (work / "out" / "sub" / "c.png").unlink()  # as if killed while writing it
     (work / "out" / "sub" / ".c.png.abc123.tmp").write_bytes(b"\x89PNG half")
+    (work / "out" / ".a.png.0f0f0f0f.tmp").write_bytes(b"killed while overwriting a.png")
+    (work / "out" / ".mine.tmp").write_bytes(b"not ours: no output of this batch is named so")
     code, _, err = cli(capsys, "batch", "in", "out", "-r", *SIGMA)
     assert code == 0, err
     assert summary_of(err) == (1, 3, 0)
     assert decoded(work / "out" / "sub" / "c.png")[1] == tree["sub/c.png"]
-    assert temporaries(work / "out") == []
-    assert files_under(work / "out") == set(TOP + NESTED)
+    assert temporaries(work / "out") == [".mine.tmp"]
+    assert files_under(work / "out") == set(TOP + NESTED) | {".mine.tmp"}
 
 
 # Restores Python's SIGINT handler (the runner may have been started with SIGINT ignored,
