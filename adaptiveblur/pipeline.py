@@ -93,10 +93,16 @@ def _planes(image: io.Image, device: torch.device | None) -> torch.Tensor:
     Integer samples travel as they are and are converted there (a quarter of the bytes,
     and no float work for the CPU when the device is a GPU).
     """
-    planes = torch.from_numpy(image.pixels).to(device).permute(2, 0, 1)
-    if planes.is_floating_point():
-        return planes
-    return planes.to(torch.float32).div_(float(2**image.bit_depth - 1))
+    samples = torch.from_numpy(image.pixels).to(device)
+    height, width, channels = samples.shape
+    dtype = samples.dtype if samples.is_floating_point() else torch.float32
+    # One pass converts and makes each channel a contiguous plane (the blur and the
+    # luminance read planes; strided (H, W, C) reads are several times slower on CPU).
+    planes = torch.empty((channels, height, width), dtype=dtype, device=samples.device)
+    planes.copy_(samples.permute(2, 0, 1))
+    if not samples.is_floating_point():
+        planes.div_(float(2**image.bit_depth - 1))
+    return planes
 
 
 def _sigma_of(pixels: torch.Tensor, mode: str, settings: BlurSettings) -> torch.Tensor:
@@ -223,11 +229,14 @@ def run_file(
         sigma_source = io.load_image(map_path, max_pixels=max_pixels, integers=True)
         if resize_map:
             sigma_source = _resized(sigma_source, image)
-    sigma_map = sigma_map_for(image, settings, sigma_source)
+    # Without a map file or --save-sigma, the blur derives the sigma map from the planes it
+    # converts anyway (no second conversion of the whole image).
+    needed = sigma_source is not None or save_sigma is not None
+    sigma_map = sigma_map_for(image, settings, sigma_source) if needed else None
     result = blur_image(image, sigma_map, settings, progress)
     # The output first: if it fails, no sigma map is left behind either.
     io.save_image(result, dest, format=fmt, quality=quality)
-    if save_sigma is not None:
+    if save_sigma is not None and sigma_map is not None:
         io.save_image(sigma_image(sigma_map, settings.max_sigma), save_sigma)
 
 

@@ -49,7 +49,9 @@ def intensity(pixels: torch.Tensor, mode: str, channel: str = DEFAULT_CHANNEL) -
         return pixels[0]
     if channel == "luminance":
         weights = torch.tensor(REC709_LUMA, dtype=pixels.dtype, device=pixels.device)
-        return (pixels[:3] * weights[:, None, None]).sum(dim=0).clamp(0.0, 1.0)
+        # One matrix-vector product: a single pass over the planes.
+        flat = torch.matmul(weights, pixels[:3].reshape(3, -1))
+        return flat.reshape(pixels.shape[1:]).clamp_(0.0, 1.0)
     if channel == "mean":
         return pixels[:3].mean(dim=0)
     return pixels[_COLOR_INDEX[channel]]
@@ -93,7 +95,9 @@ def sigma_from_intensity(
         Tensor of ``value``'s shape with the sigma of each pixel, in pixels.
     """
     check_mapping(min_sigma, max_sigma, gamma)
-    v = value.clamp(0.0, 1.0)
+    v = value.clamp(0.0, 1.0)  # a new tensor: the in-place steps below leave value alone
     if invert:
-        v = 1.0 - v
-    return min_sigma + (max_sigma - min_sigma) * v.pow(gamma)
+        v.neg_().add_(1.0)
+    if gamma != 1.0:
+        v.pow_(gamma)
+    return v.mul_(max_sigma - min_sigma).add_(min_sigma)
