@@ -14,6 +14,12 @@ Three questions, one mode each (stdout is the table; progress goes to stderr):
     checkerboards, concentric square rings, binary noise, a photo; sigma maps smooth,
     jumping, luminance-driven and constant; max-sigma 2 to 32; then constant sigmas swept
     over [3.2, 32] with the node grid placed in several positions.
+``--design``
+    Why the level count grows with ``log(max_sigma)``: the same worst case for other
+    designs, on uniform node grids in ``log(sigma)`` (levels per octave x stencil points),
+    and for levels computed on a coarse grid of step ``h`` and interpolated (cubic) back.
+    The truncated window's edge moves with sigma and with the grid, which no smooth
+    interpolation follows, so neither a wider stencil nor coarse grids buy levels.
 ``--bound``
     The worst case over *all* images with values in [0, 1]:
     ``0.5 * ||sum_k w_k K(s_k) - K(sigma)||_1`` for pixel sigmas in ``[3.17, --max-sigma]``
@@ -72,6 +78,7 @@ def main() -> None:
     parser.add_argument("--no-exact", action="store_true", help="skip exact timings and accuracy")
     parser.add_argument("--corpus", action="store_true", help="synthetic worst cases against exact")
     parser.add_argument("--bound", action="store_true", help="proven worst case over all images")
+    parser.add_argument("--design", action="store_true", help="worst cases of other designs")
     parser.add_argument(
         "--max-sigma", type=float, default=64.0, help="--bound: largest pixel sigma"
     )
@@ -82,7 +89,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     register_backends()
-    if args.bound:
+    if args.design:
+        run_design(args.truncate)
+    elif args.bound:
         run_bound(args.max_sigma, args.truncate)
     elif args.corpus:
         run_corpus(args.device)
@@ -495,6 +504,92 @@ def pixel_bound(sigma: float, top: float, truncate: float) -> float:
             line = kernel(node)
             difference += weight * np.outer(line, line)
     return 0.5 * float(np.abs(difference).sum())
+
+
+def run_design(truncate: float) -> None:
+    """Worst cases (LSB) of node grids with other densities and stencils, and of coarse levels."""
+    bands = [(3.17, 4.0), (4.0, 8.0), (8.0, 16.0), (16.0, 32.0)]
+    print(f"worst |fast - exact| over all images in [0, 1] (LSB), truncate {truncate:g}")
+    print("uniform nodes in log(sigma), Lagrange stencil centred on the pixel's interval:")
+    print(
+        f"{'levels/octave':>13} {'stencil':>7} "
+        + " ".join(f"[{a:g},{b:g})".rjust(9) for a, b in bands)
+    )
+    for per_octave, points in [(5, 4), (4, 4), (4, 6), (3, 4), (3, 6), (2, 8)]:
+        worst = []
+        for low, high in bands:
+            step = math.log(2.0) / per_octave
+            sigmas = np.exp(np.linspace(math.log(low), math.log(high), 25))
+            phases = np.arange(6) / 6 * step
+            worst.append(
+                max(
+                    uniform_grid_bound(float(s), step, float(phase), points, truncate)
+                    for s in sigmas
+                    for phase in phases
+                )
+            )
+        print(f"{per_octave:>13} {points:>7} " + " ".join(f"{w * 255:9.3f}" for w in worst))
+    print("one level at sigma s computed every h pixels and interpolated (cubic) back:")
+    steps = [2, 4, 8]
+    print(f"{'s':>5} " + " ".join(f"h={h}".rjust(7) for h in steps))
+    for s in [8.0, 16.0, 32.0, 64.0]:
+        cells = [
+            coarse_level_bound(s, h, truncate) * 255 if h <= s / 2 else math.nan for h in steps
+        ]
+        print(f"{s:5g} " + " ".join(f"{c:7.3f}" for c in cells))
+
+
+def truncated_kernel(s: float, truncate: float, reach: int, centre: float = 0.0) -> np.ndarray:
+    """The normalised truncated 1-D Gaussian of sigma ``s`` centred at ``centre``, on ``-reach..reach``."""
+    radius = math.floor(truncate * s + 0.5)
+    d = np.arange(-reach, reach + 1) - centre
+    taps = np.exp(-(d * d) / (2 * s * s)) * (np.abs(d) <= radius)
+    whole = np.arange(-radius, radius + 1)
+    return taps / np.exp(-(whole * whole) / (2 * s * s)).sum()
+
+
+def lagrange_weights(u: float, points: list[float]) -> list[float]:
+    weights = []
+    for i, ti in enumerate(points):
+        weight = 1.0
+        for j, tj in enumerate(points):
+            if j != i:
+                weight *= (u - tj) / (ti - tj)
+        weights.append(weight)
+    return weights
+
+
+def uniform_grid_bound(
+    sigma: float, step: float, phase: float, points: int, truncate: float
+) -> float:
+    """``0.5 * ||sum_k w_k K(s_k) - K(sigma)||_1`` for nodes ``exp(phase + k * step)``."""
+    u = math.log(sigma)
+    first = math.floor((u - phase) / step) - (points // 2 - 1)
+    logs = [phase + (first + i) * step for i in range(points)]
+    nodes = [math.exp(t) for t in logs]
+    reach = math.floor(truncate * max(nodes) + 0.5)
+    own = truncated_kernel(sigma, truncate, reach)
+    difference = -np.outer(own, own)
+    for weight, node in zip(lagrange_weights(u, logs), nodes, strict=True):
+        line = truncated_kernel(node, truncate, reach)
+        difference += weight * np.outer(line, line)
+    return 0.5 * float(np.abs(difference).sum())
+
+
+def coarse_level_bound(s: float, step: int, truncate: float) -> float:
+    """Worst ``0.5 * ||interpolated K - K||_1`` over the pixel's position between coarse samples."""
+    reach = math.floor(truncate * s + 0.5) + 3 * step
+    exact = truncated_kernel(s, truncate, reach)
+    worst = 0.0
+    for offset in range(step):
+        weights = lagrange_weights(offset / step, [-1.0, 0.0, 1.0, 2.0])
+        line = sum(
+            w * truncated_kernel(s, truncate, reach, (node - 1) * step - offset)
+            for node, w in enumerate(weights)
+        )
+        difference = np.outer(line, line) - np.outer(exact, exact)
+        worst = max(worst, 0.5 * float(np.abs(difference).sum()))
+    return worst
 
 
 if __name__ == "__main__":
