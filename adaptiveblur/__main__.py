@@ -2,4 +2,5 @@
 
 from adaptiveblur.cli import entry
 
-entry()
+if __name__ == "__main__":  # not when a worker process imports it again (spawn)
+    entry()
