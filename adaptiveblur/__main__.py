@@ -2,5 +2,5 @@
 
 from adaptiveblur.cli import entry
 
-if __name__ == "__main__":  # not when a worker process imports it again (spawn)
+if __name__ == "__main__":
     entry()

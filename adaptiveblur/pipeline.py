@@ -23,7 +23,6 @@ import torch
 from adaptiveblur import io
 from adaptiveblur.batch import Task
 from adaptiveblur.borders import DEFAULT_BORDER
-from adaptiveblur.codec_workers import Codecs
 from adaptiveblur.color import linear_to_srgb, srgb_to_linear
 from adaptiveblur.devices import resolve_device
 from adaptiveblur.errors import (
@@ -368,7 +367,6 @@ def run_batch(
     overwrite: bool = False,
     max_pixels: int | None = io.DEFAULT_MAX_PIXELS,
     on_outcome: Callable[[Outcome], None] | None = None,
-    codec_processes: int | None = None,
 ) -> BatchSummary:
     """Blur many files; one bad file never stops the others.
 
@@ -376,11 +374,6 @@ def run_batch(
     encoding overlap the blur; a blur needs one of ``devices`` (one at a time each), so
     files spread over all of them. Existing outputs are skipped unless ``overwrite``;
     outputs are written atomically, so an interrupted batch resumes where it stopped.
-
-    ``codec_processes`` worker processes decode and encode for those threads (see
-    :mod:`adaptiveblur.codec_workers`); ``None`` means ``jobs`` of them when every device
-    is a GPU and there is more than one file and job, else none (the CPU blur keeps the
-    cores busy itself, and small batches would pay for starting them).
 
     Raises:
         InvalidParameterError: bad settings (before any file is touched).
@@ -401,10 +394,6 @@ def run_batch(
         free_devices.put(device)
     summary = BatchSummary()
     stale = _StaleTemporaries()
-    if codec_processes is None:
-        on_gpus = all(str(device).startswith("cuda") for device in devices)
-        codec_processes = jobs if on_gpus and jobs > 1 and len(tasks) > 1 else 0
-    codecs = Codecs(codec_processes)
 
     def work(task: Task) -> Outcome:
         started = time.perf_counter()
@@ -416,7 +405,7 @@ def run_batch(
         try:
             if _same_file(task.source, task.dest):
                 raise OutputImageError(f"refusing to overwrite the input {task.source!r}")
-            image = codecs.load(task.source, max_pixels)
+            image = io.load_image(task.source, max_pixels=max_pixels, integers=True)
             fmt = io.check_output_format(image.mode, output_format, task.dest)
             driver = (
                 _resized(sigma_source, image)
@@ -431,7 +420,7 @@ def run_batch(
             finally:
                 free_devices.put(device)
             os.makedirs(os.path.dirname(os.path.abspath(task.dest)), exist_ok=True)
-            codecs.save(result, task.dest, fmt, quality)
+            io.save_image(result, task.dest, format=fmt, quality=quality)
         except AdaptiveBlurError as error:
             return Outcome(task, "failed", time.perf_counter() - started, str(error), size, device)
         except OSError as error:
@@ -456,7 +445,6 @@ def run_batch(
         raise
     finally:
         summary.seconds = time.perf_counter() - started
-        codecs.close()
     pool.shutdown(wait=True)
     return summary
 

@@ -472,18 +472,14 @@ def test_stale_temporary_of_an_interrupted_run_is_removed(capsys, work, tree):
 # Restores Python's SIGINT handler (the runner may have been started with SIGINT ignored,
 # which a child inherits), then runs the command as the console script would.
 _INTERRUPTIBLE = """\
-import functools, os, signal, sys
+import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from adaptiveblur import pipeline
-processes = int(os.environ["CODEC_PROCESSES"])  # what a GPU batch would use, on the CPU
-pipeline.run_batch = functools.partial(pipeline.run_batch, codec_processes=processes)
 from adaptiveblur.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("processes", [0, 2], ids=["threads", "codec-processes"])
-def test_ctrl_c_leaves_whole_outputs_and_a_rerun_finishes(capsys, work, rng, processes):
+def test_ctrl_c_leaves_whole_outputs_and_a_rerun_finishes(capsys, work, rng):
     count, side = 16, 40
     for index in range(count):
         make_image(work / "in" / f"{index:02d}.png", rng, size=(side, side))
@@ -494,7 +490,7 @@ def test_ctrl_c_leaves_whole_outputs_and_a_rerun_finishes(capsys, work, rng, pro
         cwd=work,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**subprocess_env(), "CODEC_PROCESSES": str(processes)},
+        env=subprocess_env(),
     )
     try:
         deadline = time.monotonic() + SUBPROCESS_TIMEOUT
@@ -935,46 +931,6 @@ def test_batch_spreads_files_over_every_gpu(capsys, work, rng):
         on_gpu = np.asarray(PILImage.open(work / "gpus" / name), dtype=np.int16)
         on_cpu = np.asarray(PILImage.open(work / "cpu" / name), dtype=np.int16)
         assert np.abs(on_gpu - on_cpu).max() <= 1, name  # float32 rounding may flip a code
-    code, _, err = cli(
-        capsys, "batch", "in", "listed", "--devices", "1", "--report", "r1.json", *SIGMA
-    )
+    code, _, err = cli(capsys, "batch", "in", "listed", "--devices", "1", "--report", "r1.json", *SIGMA)
     assert code == 0, err
     assert {entry["device"] for entry in read_report(work / "r1.json")["files"]} == {"cuda:1"}
-
-
-# ---- decoding and encoding in worker processes ------------------------------------------
-
-
-def test_codec_processes_give_the_same_files_and_failures(work, rng):
-    from adaptiveblur.pipeline import BlurSettings, run_batch
-
-    for index in range(5):
-        make_image(work / "in" / f"p{index}.png", rng, mode="RGBA" if index == 0 else "RGB")
-    make_image(work / "in" / "q.jpg", rng)
-    (work / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    names = sorted(path.name for path in (work / "in").iterdir())
-    settings = BlurSettings(max_sigma=2.0, device="cpu")
-    outcomes = {}
-    for folder, processes in (("threads", 0), ("processes", 2)):
-        tasks = planning.plan(
-            [str(work / "in" / name) for name in names], names, str(work / folder)
-        )
-        (work / folder / "p3.png").mkdir(parents=True)  # its save fails in the worker
-        summary = run_batch(
-            tasks, settings, devices=["cpu"], jobs=3, overwrite=True, codec_processes=processes
-        )
-        outcomes[folder] = {
-            Path(o.task.dest).name: (
-                o.status,
-                o.reason and o.reason.replace(str(work / folder), "OUT"),
-            )
-            for o in summary.outcomes
-        }
-    assert outcomes["processes"] == outcomes["threads"]
-    failed = {name for name, (status, _) in outcomes["threads"].items() if status == "failed"}
-    assert failed == {"broken.png", "p3.png"}
-    assert "not an image" in outcomes["processes"]["broken.png"][1]
-    assert "directory" in outcomes["processes"]["p3.png"][1]
-    for name in set(names) - failed:
-        assert (work / "processes" / name).read_bytes() == (work / "threads" / name).read_bytes()
-    assert temporaries(work) == []
