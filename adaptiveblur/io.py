@@ -27,6 +27,7 @@ import threading
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -794,8 +795,8 @@ def _encode(image: Image, format: str, quality: int, stream: BinaryIO) -> None:
     """Write ``image`` encoded as ``format`` to ``stream``."""
     depth = output_bit_depth(image.mode, image.bit_depth, format)
     values = _quantise(image.pixels, depth)
-    if format == "PNG" and depth == 16 and image.mode != "L":
-        stream.write(_encode_png16(values, image.mode, image.icc_profile, image.exif))
+    if format == "PNG":
+        stream.write(_encode_png(values, image.mode, image.icc_profile, image.exif))
         return
     picture = PILImage.fromarray(values[:, :, 0] if values.shape[2] == 1 else values)
     picture.save(stream, format=format, **_save_options(image, format, quality))
@@ -823,6 +824,9 @@ def _quantise(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
 # zlib level for PNG (GEGL's default too): at 12 MP it encodes 2.4x faster than pillow's
 # default 6 (1.0 s against 2.4 s on one core) for files about 15 % larger.
 PNG_COMPRESS_LEVEL = 3
+# PNG data larger than this is deflated in pieces on several threads (see _deflate).
+_PARALLEL_DEFLATE_PIECE = 4 << 20
+_DEFLATE_WINDOW = 32 << 10  # zlib's window: each piece is primed with the bytes before it
 
 
 def _save_options(image: Image, format: str, quality: int) -> dict[str, Any]:
@@ -853,7 +857,7 @@ def _save_options(image: Image, format: str, quality: int) -> dict[str, Any]:
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR_TYPES = {2: "RGB", 4: "LA", 6: "RGBA"}  # 16-bit types pillow would reduce
-_PNG_TYPE_FOR_MODE = {mode: kind for kind, mode in _PNG_COLOUR_TYPES.items()}
+_PNG_TYPE_FOR_MODE = {"L": 0, "LA": 4, "RGB": 2, "RGBA": 6}
 # Adam7 passes: (x0, y0, dx, dy)
 _ADAM7 = (
     (0, 0, 8, 8),
@@ -1163,22 +1167,25 @@ def _add_alpha_for_key(values: np.ndarray, key: bytes) -> np.ndarray:
     return np.concatenate([values, alpha[:, :, None]], axis=2)
 
 
-def _encode_png16(
+def _encode_png(
     values: np.ndarray, mode: str, icc_profile: bytes | None, exif: bytes | None
 ) -> bytes:
-    """Encode uint16 ``(H, W, C)`` LA/RGB/RGBA samples as a 16-bit PNG.
+    """Encode uint8 or uint16 ``(H, W, C)`` L/LA/RGB/RGBA samples as an 8- or 16-bit PNG.
 
     Every row uses the Up filter: one vector subtraction, and on photographs within a few
-    percent of the size Paeth gives.
+    percent of the size Paeth gives (the same size as pillow's adaptive filters on a 12 MP
+    photo, encoded 1.35 times faster before the deflate runs in parallel).
     """
     height, width, channels = values.shape
-    data = values.astype(">u2").view(np.uint8).reshape(height, width * 2 * channels)
+    depth = 8 * values.dtype.itemsize
+    data = values.astype(">u2").view(np.uint8) if depth == 16 else values
+    data = data.reshape(height, width * channels * depth // 8)
     rows = np.empty((height, 1 + data.shape[1]), dtype=np.uint8)
     rows[:, 0] = 2  # Up
     rows[0, 1:] = data[0]
     np.subtract(data[1:], data[:-1], out=rows[1:, 1:])  # uint8 subtraction wraps mod 256
-    compressed = zlib.compress(rows.data, PNG_COMPRESS_LEVEL)
-    header = struct.pack(">IIBBBBB", width, height, 16, _PNG_TYPE_FOR_MODE[mode], 0, 0, 0)
+    compressed = _deflate(rows.data, PNG_COMPRESS_LEVEL)
+    header = struct.pack(">IIBBBBB", width, height, depth, _PNG_TYPE_FOR_MODE[mode], 0, 0, 0)
     out = io.BytesIO()
     out.write(_PNG_SIGNATURE)
     out.write(_png_chunk(b"IHDR", header))
@@ -1191,6 +1198,48 @@ def _encode_png16(
         out.write(_png_chunk(b"IDAT", compressed[start : start + _IDAT_SIZE]))
     out.write(_png_chunk(b"IEND", b""))
     return out.getvalue()
+
+
+def _deflate(data: memoryview, level: int) -> bytes:
+    """A zlib stream of ``data``; large data is deflated in pieces on several threads.
+
+    As pigz does: each piece is primed with the 32 KiB before it (so the ratio is kept)
+    and ends on a byte boundary (a sync flush), so the pieces join into one valid stream
+    with one header and the Adler-32 of the whole. zlib lets go of the interpreter lock
+    while it compresses.
+    """
+    size = len(data)
+    pieces = min(os.cpu_count() or 1, size // _PARALLEL_DEFLATE_PIECE)
+    if pieces < 2:
+        return zlib.compress(data, level)
+    bounds = [size * index // pieces for index in range(pieces + 1)]
+
+    def piece(index: int) -> bytes:
+        start, end = bounds[index], bounds[index + 1]
+        compressor = (
+            zlib.compressobj(
+                level, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=data[start - _DEFLATE_WINDOW : start]
+            )
+            if start
+            else zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+        )
+        last = index == pieces - 1
+        return compressor.compress(data[start:end]) + compressor.flush(
+            zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH
+        )
+
+    with ThreadPoolExecutor(max_workers=pieces) as pool:
+        body = b"".join(pool.map(piece, range(pieces)))
+    return _zlib_header(level) + body + struct.pack(">I", zlib.adler32(data))
+
+
+def _zlib_header(level: int) -> bytes:
+    """CMF and FLG bytes of a zlib stream: deflate, 32 KiB window, ``level``'s FLEVEL."""
+    cmf = 0x78
+    flevel = 0 if level < 2 else 1 if level < 6 else 2 if level == 6 else 3
+    flg = flevel << 6
+    flg |= (31 - (cmf * 256 + flg) % 31) % 31
+    return bytes((cmf, flg))
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:

@@ -276,6 +276,39 @@ def test_16_bit_samples_saved_at_8_bits_round_like_floats(
     assert (tmp_path / "a.bmp").read_bytes() == (tmp_path / "b.bmp").read_bytes()
 
 
+@pytest.mark.parametrize("level", range(10))
+@pytest.mark.parametrize("cpus", [1, 2, 5])
+def test_parallel_deflate_is_one_valid_zlib_stream(
+    monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator, level: int, cpus: int
+) -> None:
+    monkeypatch.setattr(abio, "_PARALLEL_DEFLATE_PIECE", 5000)  # many pieces from small data
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    # Compressible (repeats farther apart than a piece) and incompressible parts.
+    motif = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    data = memoryview(motif * 7 + rng.integers(0, 256, 11_111, dtype=np.uint8).tobytes() + motif)
+    stream = abio._deflate(data, level)
+    assert zlib.decompress(stream) == data.tobytes()  # checks the header and the Adler-32 too
+    assert stream[:2] == zlib.compress(b"", level)[:2]  # the header zlib itself writes
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("depth", [8, 16])
+def test_png_in_parallel_pieces_round_trips_and_pillow_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator, mode: str, depth: int
+) -> None:
+    monkeypatch.setattr(abio, "_PARALLEL_DEFLATE_PIECE", 2000)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    values = random_values(rng, 61, 37, CHANNELS[mode], depth)
+    values[20:40] = values[0:20]  # something for the deflate to find across pieces
+    path = tmp_path / "out.png"
+    save_image(image_from_values(values, mode, depth), path)
+    np.testing.assert_array_equal(values_of(load_image(path)), values)
+    with PILImage.open(path) as picture:
+        picture.load()
+        if depth == 8:
+            np.testing.assert_array_equal(np.asarray(picture).reshape(values.shape), values)
+
+
 @pytest.mark.parametrize("mode", ["LA", "RGB", "RGBA"])
 def test_png16_colour_matches_pillow_reduction(
     tmp_path: Path, rng: np.random.Generator, mode: str
@@ -1042,16 +1075,16 @@ def test_write_through_symlink(tmp_path: Path) -> None:
     assert load_image(target).pixels.min() == 1
 
 
-@pytest.mark.parametrize(("depth", "encoder"), [(8, "pillow"), (16, "png16")])
+@pytest.mark.parametrize(("name", "encoder"), [("out.tif", "pillow"), ("out.png", "png")])
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError, ValueError])
 def test_failed_save_leaves_destination_untouched(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    depth: int,
+    name: str,
     encoder: str,
     failure: type[BaseException],
 ) -> None:
-    dest = write(tmp_path / "out.png", b"original bytes")
+    dest = write(tmp_path / name, b"original bytes")
 
     if encoder == "pillow":
 
@@ -1064,11 +1097,11 @@ def test_failed_save_leaves_destination_untouched(
         monkeypatch.setattr(PILImage.Image, "save", broken)
     else:
 
-        def broken_png16(*args: object) -> bytes:
+        def broken_png(*args: object) -> bytes:
             raise failure("boom")
 
-        monkeypatch.setattr(abio, "_encode_png16", broken_png16)
-    image = Image(np.zeros((3, 3, 3), np.float32), "RGB", depth)
+        monkeypatch.setattr(abio, "_encode_png", broken_png)
+    image = Image(np.zeros((3, 3, 3), np.float32), "RGB", 8)
     expected = KeyboardInterrupt if failure is KeyboardInterrupt else OutputImageError
     with pytest.raises(expected):
         save_image(image, dest)
