@@ -20,6 +20,11 @@ over all N images and over 1 of them, and reports
 The issue's targets: per image <= 0.3 s on the 2-core CPU; on a GPU host a throughput within
 90% of decode + encode alone (``vs codec`` >= 0.9). Walls are medians of ``--repeat`` runs.
 
+``--steady`` measures the same thing without start-up and without subprocesses: in this
+process, after a warm-up batch, ``pipeline.run_batch`` over the N images (images/s) and
+decode + encode alone, alternately, ``--repeat`` times per ``--jobs`` value. Differences of
+whole-process walls are noisy when start-up is several seconds (a GPU host); this is not.
+
 ``--backend``, ``--method`` and ``--device`` are passed to the command. ``--register
 NAME=MODULE[@DEVICES]`` previews a backend that ``adaptiveblur/ops/backends.py`` does not list
 yet: the command then runs as ``python -c <register, then cli.main>`` instead of the console
@@ -200,7 +205,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (median)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="keep images and outputs here (default: a temp dir)")
+    parser.add_argument("--steady", action="store_true", help="in-process steady state (above)")
     args = parser.parse_args()
+    if args.steady:
+        run_steady(args)
+        return
     if args.count < 2:
         sys.exit("expected --count >= 2 (the per-image cost needs N and 1)")
     job_values = [int(value) for value in args.jobs.split(",") if value.strip()]
@@ -279,6 +288,53 @@ def main() -> None:
         f"encode alone at that --jobs: {best[5] / best[3]:.0%} (GPU-host target >= "
         f"{TARGET_CODEC_RATIO:.0%})."
     )
+
+
+def run_steady(args: argparse.Namespace) -> None:
+    """In-process images/s of run_batch and of decode + encode alone, alternately."""
+    from adaptiveblur.batch import Task
+    from adaptiveblur.cli import _batch_devices
+    from adaptiveblur.pipeline import BlurSettings, run_batch
+
+    settings = BlurSettings(
+        max_sigma=float(args.max_sigma),
+        method=args.method or "exact",
+        backend=args.backend,
+        device=args.device or "auto",
+    )
+    devices = _batch_devices(settings.device, None)
+    with tempfile.TemporaryDirectory(prefix="bench_batch-") as folder:
+        work = Path(args.workdir or folder)
+        log(f"making {args.count} images in {work / 'in'} ...")
+        paths = make_images(work / "in", args.count, args.seed)
+
+        def batch_rate(jobs: int, chosen: list[Path]) -> float:
+            out = work / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            tasks = [Task(str(p), p.name, str(out / p.name)) for p in chosen]
+            started = time.perf_counter()
+            summary = run_batch(tasks, settings, devices=devices, jobs=jobs)
+            if summary.count("done") != len(chosen):
+                sys.exit(f"expected {len(chosen)} images done, got {summary.count('done')}")
+            return len(chosen) / (time.perf_counter() - started)
+
+        batch_rate(max(job_values_of(args)), paths[: min(len(paths), 16)])  # warm-up
+        print(f"machine: {machine(args.device or 'auto')}")
+        print(
+            f"in-process steady state; devices {devices}; max σ {args.max_sigma}; {args.count} images"
+        )
+        print(f"{'jobs':>4} | {'batch img/s':>11} | {'decode+encode img/s':>19} | {'ratio':>5}")
+        for jobs in job_values_of(args):
+            rates, codecs = [], []
+            for _ in range(args.repeat):
+                rates.append(batch_rate(jobs, paths))
+                codecs.append(len(paths) / codec_seconds(paths, work / "codec", jobs))
+            rate, codec = statistics.median(rates), statistics.median(codecs)
+            print(f"{jobs:>4} | {rate:11.1f} | {codec:19.1f} | {rate / codec:5.2f}", flush=True)
+
+
+def job_values_of(args: argparse.Namespace) -> list[int]:
+    return [int(value) for value in args.jobs.split(",") if value.strip()]
 
 
 if __name__ == "__main__":
