@@ -1200,7 +1200,7 @@ def _encode_png(
     return out.getvalue()
 
 
-def _deflate(data: memoryview, level: int) -> bytes:
+def _deflate(buffer: memoryview, level: int) -> bytes:
     """A zlib stream of ``data``; large data is deflated in pieces on several threads.
 
     As pigz does: each piece is primed with the 32 KiB before it (so the ratio is kept)
@@ -1208,7 +1208,8 @@ def _deflate(data: memoryview, level: int) -> bytes:
     with one header and the Adler-32 of the whole. zlib lets go of the interpreter lock
     while it compresses.
     """
-    size = len(data)
+    data = buffer.cast("B") if buffer.ndim != 1 or buffer.format != "B" else buffer  # bytes
+    size = data.nbytes
     pieces = min(os.cpu_count() or 1, size // _PARALLEL_DEFLATE_PIECE)
     if pieces < 2:
         return zlib.compress(data, level)

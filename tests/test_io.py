@@ -288,6 +288,8 @@ def test_parallel_deflate_is_one_valid_zlib_stream(
     data = memoryview(motif * 7 + rng.integers(0, 256, 11_111, dtype=np.uint8).tobytes() + motif)
     stream = abio._deflate(data, level)
     assert zlib.decompress(stream) == data.tobytes()  # checks the header and the Adler-32 too
+    rows = np.frombuffer(data, dtype=np.uint8)[: 27 * 1000].reshape(27, 1000)  # as PNG rows
+    assert zlib.decompress(abio._deflate(rows.data, level)) == rows.tobytes()
     assert stream[:2] == zlib.compress(b"", level)[:2]  # the header zlib itself writes
 
 
