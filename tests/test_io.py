@@ -323,7 +323,7 @@ def test_png16_colour_matches_pillow_reduction(
         np.testing.assert_array_equal(pillow_reduction(picture, mode), values >> 8)
 
 
-def test_png16_grey_is_written_by_pillow_as_16_bit(
+def test_png16_grey_is_read_by_pillow_as_16_bit(
     tmp_path: Path, rng: np.random.Generator
 ) -> None:
     """The sigma-map case: (H, W, 1) float, mode L, 16-bit, viewable with anything."""
