@@ -931,6 +931,8 @@ def test_batch_spreads_files_over_every_gpu(capsys, work, rng):
         on_gpu = np.asarray(PILImage.open(work / "gpus" / name), dtype=np.int16)
         on_cpu = np.asarray(PILImage.open(work / "cpu" / name), dtype=np.int16)
         assert np.abs(on_gpu - on_cpu).max() <= 1, name  # float32 rounding may flip a code
-    code, _, err = cli(capsys, "batch", "in", "listed", "--devices", "1", "--report", "r1.json", *SIGMA)
+    code, _, err = cli(
+        capsys, "batch", "in", "listed", "--devices", "1", "--report", "r1.json", *SIGMA
+    )
     assert code == 0, err
     assert {entry["device"] for entry in read_report(work / "r1.json")["files"]} == {"cuda:1"}

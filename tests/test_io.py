@@ -1,4 +1,5 @@
-"""Tests for adaptiveblur.io: round trips, 16-bit PNG codec, metadata, errors, atomic writes.
+"""Tests for adaptiveblur.io and adaptiveblur.png: round trips, the PNG codec, metadata, errors,
+atomic writes.
 
 The 16-bit PNG reader is checked against PNGs built here by a plain per-byte filter encoder
 (one Python loop, no vectorisation), and those PNGs are first checked against pillow's
@@ -21,6 +22,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps, features
 
 from adaptiveblur import io as abio
+from adaptiveblur import png
 from adaptiveblur.errors import InputImageError, InvalidParameterError, OutputImageError
 from adaptiveblur.io import (
     Image,
@@ -281,15 +283,15 @@ def test_16_bit_samples_saved_at_8_bits_round_like_floats(
 def test_parallel_deflate_is_one_valid_zlib_stream(
     monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator, level: int, cpus: int
 ) -> None:
-    monkeypatch.setattr(abio, "_PARALLEL_DEFLATE_PIECE", 5000)  # many pieces from small data
+    monkeypatch.setattr(png, "PARALLEL_DEFLATE_PIECE", 5000)  # many pieces from small data
     monkeypatch.setattr(os, "cpu_count", lambda: cpus)
     # Compressible (repeats farther apart than a piece) and incompressible parts.
     motif = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
     data = memoryview(motif * 7 + rng.integers(0, 256, 11_111, dtype=np.uint8).tobytes() + motif)
-    stream = abio._deflate(data, level)
+    stream = png.deflate(data, level)
     assert zlib.decompress(stream) == data.tobytes()  # checks the header and the Adler-32 too
     rows = np.frombuffer(data, dtype=np.uint8)[: 27 * 1000].reshape(27, 1000)  # as PNG rows
-    assert zlib.decompress(abio._deflate(rows.data, level)) == rows.tobytes()
+    assert zlib.decompress(png.deflate(rows.data, level)) == rows.tobytes()
     assert stream[:2] == zlib.compress(b"", level)[:2]  # the header zlib itself writes
 
 
@@ -298,7 +300,7 @@ def test_parallel_deflate_is_one_valid_zlib_stream(
 def test_png_in_parallel_pieces_round_trips_and_pillow_reads_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator, mode: str, depth: int
 ) -> None:
-    monkeypatch.setattr(abio, "_PARALLEL_DEFLATE_PIECE", 2000)
+    monkeypatch.setattr(png, "PARALLEL_DEFLATE_PIECE", 2000)
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
     values = random_values(rng, 61, 37, CHANNELS[mode], depth)
     values[20:40] = values[0:20]  # something for the deflate to find across pieces
@@ -323,9 +325,7 @@ def test_png16_colour_matches_pillow_reduction(
         np.testing.assert_array_equal(pillow_reduction(picture, mode), values >> 8)
 
 
-def test_png16_grey_is_read_by_pillow_as_16_bit(
-    tmp_path: Path, rng: np.random.Generator
-) -> None:
+def test_png16_grey_is_read_by_pillow_as_16_bit(tmp_path: Path, rng: np.random.Generator) -> None:
     """The sigma-map case: (H, W, 1) float, mode L, 16-bit, viewable with anything."""
     sigma_map = rng.random((13, 7, 1)).astype(np.float32)
     path = tmp_path / "sigma.png"
@@ -467,7 +467,7 @@ def test_png16_reader_mixed_filters(
     rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, band: int, mode: str
 ) -> None:
     """Random filter per row; small bands put simple and wavefront bands side by side."""
-    monkeypatch.setattr(abio, "_WAVEFRONT_ROWS", band)
+    monkeypatch.setattr(png, "_WAVEFRONT_ROWS", band)
     values = random_values(rng, 29, 11, CHANNELS[mode], 16)
     kinds = rng.integers(0, 5, size=29).tolist()
     kinds[6:12] = [0, 1, 2, 2, 1, 0]  # one band of rows that need no wavefront
@@ -827,7 +827,7 @@ def test_decompression_bomb_checked_before_decoding(
         raise AssertionError("decoded before the size check")
 
     monkeypatch.setattr(PILImage.Image, "load", no_decoding)
-    monkeypatch.setattr(abio, "_png16_samples", no_decoding)
+    monkeypatch.setattr(png, "_png16_samples", no_decoding)
     with pytest.raises(
         InputImageError,
         match=r"has 2,000 pixels, more than the limit of 1,999; raise it with --max-pixels",
@@ -1102,7 +1102,7 @@ def test_failed_save_leaves_destination_untouched(
         def broken_png(*args: object) -> bytes:
             raise failure("boom")
 
-        monkeypatch.setattr(abio, "_encode_png", broken_png)
+        monkeypatch.setattr(png, "encode", broken_png)
     image = Image(np.zeros((3, 3, 3), np.float32), "RGB", 8)
     expected = KeyboardInterrupt if failure is KeyboardInterrupt else OutputImageError
     with pytest.raises(expected):
