@@ -7,6 +7,7 @@ exits (that is :mod:`adaptiveblur.cli`'s job).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import re
@@ -66,25 +67,24 @@ class BlurSettings:
 
 
 def sigma_map_for(
-    image: io.Image,
-    settings: BlurSettings,
-    sigma_source: io.Image | None = None,
-    device: torch.device | None = None,
+    image: io.Image, settings: BlurSettings, sigma_source: io.Image | None = None
 ) -> torch.Tensor:
-    """The ``(H, W)`` float32 sigma map of ``image`` (from ``sigma_source`` when given).
-
-    Computed on ``device`` (default: the CPU), where it is returned.
+    """The ``(H, W)`` float32 sigma map of ``image`` (from ``sigma_source`` when given), on the CPU.
 
     Raises:
         InputImageError: ``sigma_source`` is not the image's size.
     """
     source = image if sigma_source is None else sigma_source
-    if source.pixels.shape[:2] != image.pixels.shape[:2]:
+    _check_map_size(source, image)
+    return _sigma_of(_planes(source, None), source.mode, settings)
+
+
+def _check_map_size(sigma_source: io.Image, image: io.Image) -> None:
+    if sigma_source.pixels.shape[:2] != image.pixels.shape[:2]:
         raise InputImageError(
-            f"the sigma map is {_size(source)} but the image is {_size(image)}; "
+            f"the sigma map is {_size(sigma_source)} but the image is {_size(image)}; "
             "resize it or pass --resize-map"
         )
-    return _sigma_of(_planes(source, device), source.mode, settings)
 
 
 def _planes(image: io.Image, device: torch.device | None) -> torch.Tensor:
@@ -228,7 +228,7 @@ def run_file(
     if map_path is not None:
         sigma_source = io.load_image(map_path, max_pixels=max_pixels, integers=True)
         if resize_map:
-            sigma_source = _resized(sigma_source, image)
+            sigma_source = _resized(sigma_source, *image.pixels.shape[:2])
     # Without a map file or --save-sigma, the blur derives the sigma map from the planes it
     # converts anyway (no second conversion of the whole image).
     needed = sigma_source is not None or save_sigma is not None
@@ -285,8 +285,7 @@ def _same_file(a: str | None, b: str | None) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def _resized(sigma_source: io.Image, image: io.Image) -> io.Image:
-    height, width = image.pixels.shape[:2]
+def _resized(sigma_source: io.Image, height: int, width: int) -> io.Image:
     if sigma_source.pixels.shape[:2] == (height, width):
         return sigma_source
     planes = torch.from_numpy(np.ascontiguousarray(sigma_source.float_pixels().transpose(2, 0, 1)))
@@ -395,6 +394,13 @@ def run_batch(
     summary = BatchSummary()
     stale = _StaleTemporaries()
 
+    @functools.lru_cache(maxsize=4)
+    def map_sigma(height: int, width: int) -> torch.Tensor:
+        """The map file's sigma map for images of this size: once per size, not per file."""
+        assert sigma_source is not None
+        driver = _resized(sigma_source, height, width) if resize_map else sigma_source
+        return sigma_map_for(driver, settings)
+
     def work(task: Task) -> Outcome:
         started = time.perf_counter()
         device = None
@@ -407,13 +413,11 @@ def run_batch(
                 raise OutputImageError(f"refusing to overwrite the input {task.source!r}")
             image = io.load_image(task.source, max_pixels=max_pixels, integers=True)
             fmt = io.check_output_format(image.mode, output_format, task.dest)
-            driver = (
-                _resized(sigma_source, image)
-                if sigma_source is not None and resize_map
-                else sigma_source
-            )
-            # Checked here, computed on the device with the blur (None: from the image).
-            sigma_map = None if driver is None else sigma_map_for(image, settings, driver)
+            sigma_map = None  # the blur derives it from the image, on its device
+            if sigma_source is not None:
+                if not resize_map:
+                    _check_map_size(sigma_source, image)
+                sigma_map = map_sigma(*image.pixels.shape[:2])
             device = free_devices.get()
             try:
                 result = blur_image(image, sigma_map, replace(settings, device=device))

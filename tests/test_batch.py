@@ -936,3 +936,25 @@ def test_batch_spreads_files_over_every_gpu(capsys, work, rng):
     )
     assert code == 0, err
     assert {entry["device"] for entry in read_report(work / "r1.json")["files"]} == {"cuda:1"}
+
+
+# ---- one sigma map file for every image -------------------------------------------------
+
+
+def test_map_file_gives_what_run_gives_for_each_image(capsys, work, rng):
+    make_image(work / "map.png", rng, mode="L", size=(21, 15))
+    for name, size in (("a.png", (21, 15)), ("b.png", (21, 15)), ("odd.png", (13, 9))):
+        make_image(work / "in" / name, rng, size=size)
+    options = ["--map", "map.png", "--max-sigma", "3"]
+    code, _, err = cli(capsys, "batch", "in", "out", *options)
+    assert code == 6, err
+    assert "odd.png" in err and "--resize-map" in err
+    code, _, err = cli(capsys, "batch", "in", "resized", *options, "--resize-map")
+    assert code == 0, err
+    for name in ("a.png", "b.png", "odd.png"):
+        extra = ["--resize-map"] if name == "odd.png" else []
+        assert cli(capsys, "run", f"in/{name}", f"single-{name}", *options, *extra)[0] == 0
+        single = (work / f"single-{name}").read_bytes()
+        assert (work / "resized" / name).read_bytes() == single, name
+        if name != "odd.png":
+            assert (work / "out" / name).read_bytes() == single, name
