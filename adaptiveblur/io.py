@@ -61,7 +61,7 @@ DEFAULT_MAX_PIXELS: int = 2 * (PILImage.MAX_IMAGE_PIXELS or 89_478_485)
 
 MODES: tuple[str, ...] = ("L", "LA", "RGB", "RGBA")
 _CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
-_MAX_VALUE = {8: 255, 16: 65535}
+MAX_VALUE = {8: 255, 16: 65535}  # largest sample at each bit depth
 _SAMPLE_TYPES = {8: "uint8", 16: "uint16"}  # integer pixels at each bit depth
 
 # Format names (pillow's) and the aliases and extensions that select them.
@@ -137,7 +137,7 @@ class Image:
     def __post_init__(self) -> None:
         if self.mode not in _CHANNELS:
             raise InvalidParameterError(f"expected mode in {MODES}, got {self.mode!r}")
-        if self.bit_depth not in _MAX_VALUE:
+        if self.bit_depth not in MAX_VALUE:
             raise InvalidParameterError(f"expected bit_depth 8 or 16, got {self.bit_depth!r}")
         shape = tuple(getattr(self.pixels, "shape", ()))
         channels = _CHANNELS[self.mode]
@@ -338,6 +338,24 @@ def _load_with_pillow(stream: BinaryIO, name: str, limit: int | None, integers: 
             return _image_from_pillow(picture, name, integers)
 
 
+def _load_png16(data: bytes, name: str, limit: int | None, integers: bool) -> Image:
+    """Decode a 16-bit colour PNG with our own decoder, keeping all 16 bits."""
+    try:
+        decoded = png.decode_16_bit(
+            data, lambda width, height: _check_pixel_count(width, height, limit, name)
+        )
+    except png.PngError as exc:
+        raise InputImageError(f"cannot read '{name}': {exc}") from None
+    return Image(
+        pixels=_pixels(decoded.samples, 16, _exif_orientation(decoded.exif), integers),
+        mode=decoded.mode,
+        bit_depth=16,
+        icc_profile=decoded.icc_profile,
+        exif=_clean_exif(decoded.exif),
+        source_format="PNG",
+    )
+
+
 def _decode_reason(exc: BaseException) -> str:
     """A one-line reason for a pillow decoding failure."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -416,7 +434,7 @@ def _target_mode(mode: str, transparent: bool, picture: PILImage.Image) -> str:
 
 def _int32_to_uint16(values: np.ndarray) -> np.ndarray:
     """32-bit integer samples as 16-bit, if they fit (16-bit grey read by older decoders)."""
-    if values.size and (values.min() < 0 or values.max() > _MAX_VALUE[16]):
+    if values.size and (values.min() < 0 or values.max() > MAX_VALUE[16]):
         raise ValueError("32-bit integer images with values outside 0..65535 are not supported")
     return values.astype(np.uint16)
 
@@ -436,7 +454,7 @@ def _pixels(values: np.ndarray, bit_depth: int, orientation: int, integers: bool
 def _to_float(values: np.ndarray, bit_depth: int) -> np.ndarray:
     """Integer samples → float32 in [0, 1]."""
     pixels = values.astype(np.float32)
-    pixels /= np.float32(_MAX_VALUE[bit_depth])
+    pixels /= np.float32(MAX_VALUE[bit_depth])
     return pixels
 
 
@@ -818,7 +836,7 @@ def _quantise(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
     scaled = np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0)
     if np.isnan(scaled).any():
         raise InvalidParameterError("expected finite pixel values, got NaN")
-    scaled *= np.float32(_MAX_VALUE[bit_depth])
+    scaled *= np.float32(MAX_VALUE[bit_depth])
     np.rint(scaled, out=scaled)
     return np.ascontiguousarray(scaled.astype(np.uint16 if bit_depth == 16 else np.uint8))
 
@@ -842,20 +860,3 @@ def _save_options(image: Image, format: str, quality: int) -> dict[str, Any]:
         options["compression"] = "tiff_adobe_deflate"
     return options
 
-
-def _load_png16(data: bytes, name: str, limit: int | None, integers: bool) -> Image:
-    """Decode a 16-bit colour PNG with our own decoder, keeping all 16 bits."""
-    try:
-        decoded = png.decode_16_bit(
-            data, lambda width, height: _check_pixel_count(width, height, limit, name)
-        )
-    except png.PngError as exc:
-        raise InputImageError(f"cannot read '{name}': {exc}") from None
-    return Image(
-        pixels=_pixels(decoded.samples, 16, _exif_orientation(decoded.exif), integers),
-        mode=decoded.mode,
-        bit_depth=16,
-        icc_profile=decoded.icc_profile,
-        exif=_clean_exif(decoded.exif),
-        source_format="PNG",
-    )

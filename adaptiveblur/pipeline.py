@@ -101,7 +101,7 @@ def _planes(image: io.Image, device: torch.device | None) -> torch.Tensor:
     planes = torch.empty((channels, height, width), dtype=dtype, device=samples.device)
     planes.copy_(samples.permute(2, 0, 1))
     if not samples.is_floating_point():
-        planes.div_(float(2**image.bit_depth - 1))
+        planes.div_(float(io.MAX_VALUE[image.bit_depth]))
     return planes
 
 
@@ -171,7 +171,7 @@ def blur_image(
         # 8-bit samples in, 8-bit samples out (every format keeps an 8-bit source at 8
         # bits): rounded here as io.save_image would (half to even, like numpy's rint),
         # so a quarter of the bytes come back from the device.
-        result = result.mul_(255.0).round_().to(torch.uint8)
+        result = result.mul_(float(io.MAX_VALUE[8])).round_().to(torch.uint8)
     return io.Image(
         pixels=result.permute(1, 2, 0).contiguous().cpu().numpy(),
         mode=image.mode,

@@ -52,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_model  # benchmarks/_machine.py, beside this script
 from PIL import Image
 
 from adaptiveblur.io import load_image, save_image
@@ -166,14 +167,7 @@ def codec_seconds(paths: list[Path], out: Path, jobs: int) -> float:
 
 
 def machine(device: str) -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            model = next(
-                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
+    model = cpu_model()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = f"{model}, {os.cpu_count()} logical CPUs ({usable} usable), load average {load:.2f}"

@@ -67,6 +67,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import cpu_model  # benchmarks/_machine.py, beside this script
 from PIL import Image
 
 import adaptiveblur
@@ -95,17 +96,6 @@ AGAINST = {
 
 
 # ---------------------------------------------------------------- machine and tools
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def first_line(command: list[str]) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import cpu_model  # benchmarks/_machine.py, beside this script
 from PIL import Image
 
 from adaptiveblur import adaptive_blur
@@ -118,14 +118,7 @@ def startup_times() -> tuple[float, float]:
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            model = next(
-                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
+    model = cpu_model()
     kernels = native._kernels()
     lanes = "" if isinstance(kernels, str) else f", {kernels.lanes[torch.float32]} float32 lanes"
     flags = "" if isinstance(kernels, str) else " ".join(kernels.build.flags) or "(cached build)"

@@ -348,19 +348,7 @@ def _compile(command: list[str], source: bytes, target: Path) -> tuple[str, ...]
         errors = []
         for flags in (BASE_FLAGS + NATIVE_FLAGS, BASE_FLAGS):
             argv = [*command, *flags, "-o", str(partial), "adaptiveblur_native.c", *LIBRARIES]
-            try:
-                result = subprocess.run(
-                    argv,
-                    cwd=work,
-                    capture_output=True,
-                    text=True,
-                    errors="replace",
-                    timeout=COMPILE_TIMEOUT_S,
-                )
-            except (OSError, subprocess.SubprocessError) as error:
-                raise NativeBuildError(
-                    f"the C compiler {command[0]!r} could not be run: {error}"
-                ) from error
+            result = _run_compiler(argv, work)
             if result.returncode == 0 and partial.exists():
                 os.replace(partial, target)
                 logger.info("compiled the native kernel: %s", shlex.join(argv))
@@ -391,19 +379,23 @@ def _open(path: Path) -> ctypes.CDLL:
     raise AssertionError("unreachable")
 
 
-def _compiler_identity(command: list[str]) -> str:
+def _run_compiler(argv: list[str], cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the compiler; one that cannot be started at all is a :class:`NativeBuildError`."""
     try:
-        result = subprocess.run(
-            [*command, "--version"],
+        return subprocess.run(
+            argv,
+            cwd=cwd,
             capture_output=True,
             text=True,
             errors="replace",
             timeout=COMPILE_TIMEOUT_S,
         )
     except (OSError, subprocess.SubprocessError) as error:
-        raise NativeBuildError(
-            f"the C compiler {command[0]!r} could not be run: {error}"
-        ) from error
+        raise NativeBuildError(f"the C compiler {argv[0]!r} could not be run: {error}") from error
+
+
+def _compiler_identity(command: list[str]) -> str:
+    result = _run_compiler([*command, "--version"])
     if result.returncode != 0:
         raise NativeBuildError(
             f"the C compiler {command[0]!r} does not work: "
