@@ -127,7 +127,8 @@ def blur_image(
     ``sigma_map=None`` derives it from the image itself (as :func:`sigma_map_for` does).
     All the arithmetic runs on ``settings.device``: on a GPU the CPU only uploads the
     decoded pixels and downloads the result. Float pixels give float pixels; uint8
-    samples give uint8 samples (rounded as :func:`io.save_image` rounds), uint16 float.
+    samples give uint8 samples (rounded as :func:`io.save_image` rounds); uint16 samples give
+    float pixels (the output format decides the depth).
 
     Alpha images are blurred premultiplied (colour times alpha, then divided by the
     blurred alpha), so transparent pixels lend no colour and no dark fringes appear.
