@@ -859,4 +859,3 @@ def _save_options(image: Image, format: str, quality: int) -> dict[str, Any]:
     elif format == "TIFF" and features.check("libtiff"):
         options["compression"] = "tiff_adobe_deflate"
     return options
-
