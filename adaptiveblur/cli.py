@@ -240,6 +240,12 @@ def batch(
         "-j",
         help="Files in flight at once (decode/encode overlap the blur); default: CPUs.",
     ),
+    processes: int = typer.Option(
+        1,
+        "--processes",
+        help="Share the jobs out over this many worker processes (each with its own "
+        "Python lock and start-up; for hosts where one process's threads cannot keep up).",
+    ),
     devices: str | None = typer.Option(
         None,
         "--devices",
@@ -298,6 +304,7 @@ def batch(
         suffix=suffix,
         shard=shard,
         jobs=jobs,
+        processes=processes,
         gpu_indices=devices,
         report=report,
     )
@@ -330,6 +337,7 @@ def _run_batch(
     suffix: str = "",
     shard: str | None = None,
     jobs: int | None = None,
+    processes: int = 1,
     gpu_indices: str | None = None,
     report: str | None = None,
 ) -> None:
@@ -355,6 +363,7 @@ def _run_batch(
             settings,
             devices=devices,
             jobs=workers,
+            processes=processes,
             map_path=map_path,
             resize_map=resize_map,
             output_format=fmt,

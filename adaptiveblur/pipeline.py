@@ -37,6 +37,7 @@ from adaptiveblur.ops import adaptive_blur
 from adaptiveblur.ops.backends import DEFAULT_METHOD
 from adaptiveblur.ops.blur import ProgressCallback, check_blur_options
 from adaptiveblur.sigma import DEFAULT_CHANNEL, check_mapping, intensity, sigma_from_intensity
+from adaptiveblur.workers import run_in_processes
 
 STDIO = "-"
 # Below this blurred alpha a pixel is fully transparent: its colour is kept, not divided.
@@ -360,6 +361,7 @@ def run_batch(
     *,
     devices: Sequence[str] = ("auto",),
     jobs: int = 2,
+    processes: int = 1,
     map_path: str | None = None,
     resize_map: bool = False,
     output_format: str | None = None,
@@ -371,8 +373,10 @@ def run_batch(
     """Blur many files; one bad file never stops the others.
 
     ``jobs`` threads each take a file through load, blur and save, so decoding and
-    encoding overlap the blur; a blur needs one of ``devices`` (one at a time each), so
-    files spread over all of them. Existing outputs are skipped unless ``overwrite``;
+    encoding overlap the blur; a blur needs one of ``devices`` (one at a time each, per
+    process), so files spread over all of them. With ``processes > 1`` the threads are
+    shared out over that many worker processes, each with its own interpreter lock (see
+    :mod:`adaptiveblur.workers`). Existing outputs are skipped unless ``overwrite``;
     outputs are written atomically, so an interrupted batch resumes where it stopped.
 
     Raises:
@@ -384,74 +388,134 @@ def run_batch(
         raise InvalidParameterError(f"expected quality between 1 and 100, got {quality}")
     if jobs < 1:
         raise InvalidParameterError(f"expected --jobs >= 1, got {jobs}")
+    if processes < 1:
+        raise InvalidParameterError(f"expected --processes >= 1, got {processes}")
     if output_format is not None:
         output_format = io.check_output_format("L", output_format)
     sigma_source = (
         io.load_image(map_path, max_pixels=max_pixels, integers=True) if map_path else None
     )
-    free_devices: queue.SimpleQueue[str] = queue.SimpleQueue()
-    for device in devices:
-        free_devices.put(device)
+    job = BatchJob(
+        settings,
+        tuple(devices),
+        sigma_source,
+        resize_map,
+        output_format,
+        quality,
+        overwrite,
+        max_pixels,
+    )
     summary = BatchSummary()
-    stale = _StaleTemporaries()
 
-    @functools.lru_cache(maxsize=4)
-    def map_sigma(height: int, width: int) -> torch.Tensor:
-        """The map file's sigma map for images of this size: once per size, not per file."""
-        assert sigma_source is not None
-        driver = _resized(sigma_source, height, width) if resize_map else sigma_source
-        return sigma_map_for(driver, settings)
+    def record(outcome: Outcome) -> None:
+        summary.outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
 
-    def work(task: Task) -> Outcome:
-        started = time.perf_counter()
-        device = None
-        size = _file_size(task.source)
-        stale.remove(task.dest)
-        if not overwrite and os.path.lexists(task.dest):
-            return Outcome(task, "skipped", 0.0, None, size)
-        try:
-            if _same_file(task.source, task.dest):
-                raise OutputImageError(f"refusing to overwrite the input {task.source!r}")
-            image = io.load_image(task.source, max_pixels=max_pixels, integers=True)
-            fmt = io.check_output_format(image.mode, output_format, task.dest)
-            sigma_map = None  # the blur derives it from the image, on its device
-            if sigma_source is not None:
-                if not resize_map:
-                    _check_map_size(sigma_source, image)
-                sigma_map = map_sigma(*image.pixels.shape[:2])
-            device = free_devices.get()
-            try:
-                result = blur_image(image, sigma_map, replace(settings, device=device))
-            finally:
-                free_devices.put(device)
-            os.makedirs(os.path.dirname(os.path.abspath(task.dest)), exist_ok=True)
-            io.save_image(result, task.dest, format=fmt, quality=quality)
-        except AdaptiveBlurError as error:
-            return Outcome(task, "failed", time.perf_counter() - started, str(error), size, device)
-        except OSError as error:
-            reason = f"{error.strerror or error}"
-            return Outcome(task, "failed", time.perf_counter() - started, reason, size, device)
-        return Outcome(task, "done", time.perf_counter() - started, None, size, device)
-
+    processes = min(processes, jobs, max(len(tasks), 1))
     started = time.perf_counter()
+    try:
+        if processes == 1:
+            _run_in_threads(job.worker(), tasks, jobs, record)
+        else:
+            threads = -(-jobs // processes)
+            cores = os.cpu_count() or 1
+            make_worker = functools.partial(job.worker, torch_threads=max(1, cores // processes))
+            run_in_processes(
+                make_worker, tasks, processes=processes, threads=threads, on_result=record
+            )
+    finally:
+        summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run_in_threads(
+    worker: Callable[[Task], Outcome],
+    tasks: Sequence[Task],
+    jobs: int,
+    record: Callable[[Outcome], None],
+) -> None:
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="adaptiveblur")
     try:
-        pending = {pool.submit(work, task) for task in tasks}
+        pending = {pool.submit(worker, task) for task in tasks}
         while pending:
             finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             for future in finished:
-                outcome = future.result()
-                summary.outcomes.append(outcome)
-                if on_outcome is not None:
-                    on_outcome(outcome)
+                record(future.result())
     except BaseException:
         # Files being written finish (atomically); the rest never start.
         pool.shutdown(wait=True, cancel_futures=True)
         raise
-    finally:
-        summary.seconds = time.perf_counter() - started
     pool.shutdown(wait=True)
-    return summary
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """What every file of a batch gets done to it; picklable, so worker processes get a copy."""
+
+    settings: BlurSettings
+    devices: tuple[str, ...]
+    sigma_source: io.Image | None
+    resize_map: bool
+    output_format: str | None
+    quality: int
+    overwrite: bool
+    max_pixels: int | None
+
+    def worker(self, torch_threads: int | None = None) -> Callable[[Task], Outcome]:
+        """The function that takes one task from file to file (thread-safe, one per process).
+
+        ``torch_threads`` sets this process's CPU threads for torch (worker processes
+        share the cores).
+        """
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+        free_devices: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for device in self.devices:
+            free_devices.put(device)
+        stale = _StaleTemporaries()
+        settings, sigma_source = self.settings, self.sigma_source
+
+        @functools.lru_cache(maxsize=4)
+        def map_sigma(height: int, width: int) -> torch.Tensor:
+            """The map file's sigma map for images of this size: once per size, not per file."""
+            assert sigma_source is not None
+            driver = _resized(sigma_source, height, width) if self.resize_map else sigma_source
+            return sigma_map_for(driver, settings)
+
+        def work(task: Task) -> Outcome:
+            started = time.perf_counter()
+            device = None
+            size = _file_size(task.source)
+            stale.remove(task.dest)
+            if not self.overwrite and os.path.lexists(task.dest):
+                return Outcome(task, "skipped", 0.0, None, size)
+            try:
+                if _same_file(task.source, task.dest):
+                    raise OutputImageError(f"refusing to overwrite the input {task.source!r}")
+                image = io.load_image(task.source, max_pixels=self.max_pixels, integers=True)
+                fmt = io.check_output_format(image.mode, self.output_format, task.dest)
+                sigma_map = None  # the blur derives it from the image, on its device
+                if sigma_source is not None:
+                    if not self.resize_map:
+                        _check_map_size(sigma_source, image)
+                    sigma_map = map_sigma(*image.pixels.shape[:2])
+                device = free_devices.get()
+                try:
+                    result = blur_image(image, sigma_map, replace(settings, device=device))
+                finally:
+                    free_devices.put(device)
+                os.makedirs(os.path.dirname(os.path.abspath(task.dest)), exist_ok=True)
+                io.save_image(result, task.dest, format=fmt, quality=self.quality)
+            except AdaptiveBlurError as error:
+                seconds = time.perf_counter() - started
+                return Outcome(task, "failed", seconds, str(error), size, device)
+            except OSError as error:
+                reason = f"{error.strerror or error}"
+                return Outcome(task, "failed", time.perf_counter() - started, reason, size, device)
+            return Outcome(task, "done", time.perf_counter() - started, None, size, device)
+
+        return work
 
 
 class _StaleTemporaries:

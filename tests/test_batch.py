@@ -283,6 +283,34 @@ def test_jobs_do_not_change_the_results(capsys, work, tree):
     assert snapshot(work / "one") == snapshot(work / "three")
 
 
+def test_worker_processes_do_not_change_the_results(capsys, work, tree):
+    (work / "in" / "bad.png").write_text("text with an image's name\n")
+    code, _, err = cli(capsys, "batch", "in", "one", "-r", "--jobs", "1", *SIGMA)
+    assert code == 6, err
+    code, _, err = cli(
+        capsys,
+        "batch",
+        "in",
+        "two",
+        "-r",
+        "-j",
+        "3",
+        "--processes",
+        "2",
+        "--report",
+        "r.json",
+        *SIGMA,
+    )
+    assert code == 6, err
+    assert summary_of(err) == (len(TOP + NESTED), 0, 1)
+    assert [line for line in failure_lines(err) if "bad.png" in line] == failure_lines(err)
+    assert snapshot(work / "one") == snapshot(work / "two")
+    report = read_report(work / "r.json")
+    assert statuses(report, "two") == {name: "done" for name in TOP + NESTED} | {
+        "bad.png": "failed"
+    }
+
+
 def test_quiet_prints_nothing_but_failures(capsys, work, tree):
     assert cli(capsys, "batch", "in", "out", "-q", *SIGMA) == (0, "", "")
     (work / "in" / "z.png").write_bytes(b"")
@@ -479,14 +507,19 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_ctrl_c_leaves_whole_outputs_and_a_rerun_finishes(capsys, work, rng):
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_ctrl_c_leaves_whole_outputs_and_a_rerun_finishes(capsys, work, rng, processes):
     count, side = 16, 40
     for index in range(count):
         make_image(work / "in" / f"{index:02d}.png", rng, size=(side, side))
-    # The reference backend at sigma 6: a few tenths of a second per image, every time.
-    options = ["--max-sigma", "6", "--backend", "reference"]
+    # The reference backend at sigma 6 on the CPU: a few tenths of a second per image, every
+    # time (on a GPU the batch could end before the signal lands).
+    options = ["--max-sigma", "6", "--backend", "reference", "--device", "cpu"]
     process = subprocess.Popen(
-        [sys.executable, "-c", _INTERRUPTIBLE, "batch", "in", "out", "--jobs", "2", *options],
+        [
+            *[sys.executable, "-c", _INTERRUPTIBLE, "batch", "in", "out", "--jobs", "2"],
+            *["--processes", processes, *options],
+        ],
         cwd=work,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -723,6 +756,7 @@ def test_relative_names_mirror_the_common_folder():
         (["batch", "in", "out", "more", *SIGMA], 2, "IN_DIR OUT_DIR"),
         (["batch", "--from-list", "in/a.png", "in", "out", *SIGMA], 2, "--from-list"),
         (["batch", "in", "out", "--jobs", "0", *SIGMA], 2, "--jobs"),
+        (["batch", "in", "out", "--processes", "0", *SIGMA], 2, "--processes"),
         (["batch", "in", "out", "--format", "xyz", *SIGMA], 2, "xyz"),
         (["batch", "in", "out", "--max-sigma", "-1"], 2, "max_sigma"),
         (["batch", "in", "out", "--quality", "0", *SIGMA], 2, "quality"),
@@ -738,6 +772,7 @@ def test_relative_names_mirror_the_common_folder():
         "three paths",
         "list and two paths",
         "jobs 0",
+        "processes 0",
         "bad format",
         "negative sigma",
         "quality 0",

@@ -1,0 +1,182 @@
+"""Run a batch's tasks in worker processes, each with its own threads and interpreter lock.
+
+The threads of one process share one interpreter lock. On a host with many cores, where
+a GPU does the blur, the Python parts of decoding, encoding and driving the GPU queue
+behind that lock and the cores idle. Worker processes each run threads of their own:
+they take tasks from one shared queue (task descriptions only; pixels never cross
+between processes) and send back small results, which the caller sees in completion
+order, in its own thread.
+
+Stopping: an exception in the caller (Ctrl-C is ``KeyboardInterrupt``) tells the
+workers to take no new task; the tasks in hand finish (outputs are written atomically),
+then the exception goes on. The workers ignore SIGINT themselves (a terminal sends it to
+the whole process group), and stop on their own if the calling process goes away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+_POLL_SECONDS = 0.2  # how often waiting workers and the caller look up from their queues
+_RESULT = "result"
+_ERROR = "error"
+
+
+class WorkerProcessError(RuntimeError):
+    """A worker process ended before its tasks were done (killed, out of memory, crashed)."""
+
+
+def run_in_processes(
+    make_worker: Callable[[], Callable[[Any], Any]],
+    tasks: Sequence[Any],
+    *,
+    processes: int,
+    threads: int,
+    on_result: Callable[[Any], None],
+) -> None:
+    """Call ``make_worker()`` once in each of ``processes`` processes, then its result on every task.
+
+    Args:
+        make_worker: picklable (a top-level function, or a ``functools.partial`` of one);
+            builds the per-process callable that turns one task into one result.
+        tasks: picklable task descriptions.
+        processes: worker processes to start (``spawn``: a fresh interpreter each).
+        threads: threads per process, each doing one task at a time.
+        on_result: called in the caller's thread with each result, in completion order.
+
+    Raises:
+        WorkerProcessError: a worker process died before the tasks were done.
+        Exception: whatever ``make_worker`` or a worker raised (a worker's error stops
+            the run, as it would in the caller's own thread), with the worker's
+            traceback as a note.
+    """
+    context = multiprocessing.get_context("spawn")  # forking a process that runs CUDA is unsafe
+    inbox: Any = context.Queue()
+    outbox: Any = context.Queue()
+    stop = context.Event()
+    for item in enumerate(tasks):
+        inbox.put(item)
+    for _ in range(processes * threads):
+        inbox.put(None)  # one end mark per thread
+    workers = [
+        context.Process(
+            target=_serve,
+            args=(make_worker, threads, inbox, outbox, stop, os.getpid()),
+            name=f"adaptiveblur-{index}",
+            daemon=True,
+        )
+        for index in range(processes)
+    ]
+    with _sigint_ignored():  # the workers start with SIGINT ignored (the caller's is back after)
+        for worker in workers:
+            worker.start()
+    try:
+        remaining = len(tasks)
+        ended = False  # every worker had ended at the last look: their results are all in
+        while remaining:
+            try:
+                kind, payload = outbox.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                ended = _check_workers(workers, remaining, ended)
+                continue
+            if kind == _ERROR:
+                raise payload
+            remaining -= 1
+            on_result(payload)
+    finally:
+        stop.set()
+        inbox.cancel_join_thread()  # unread end marks must not hold this process at exit
+        for _ in _drained(outbox, workers):
+            pass  # results after a stop are dropped; reading them lets the workers exit
+
+
+def _serve(
+    make_worker: Callable[[], Callable[[Any], Any]],
+    threads: int,
+    inbox: Any,
+    outbox: Any,
+    stop: Any,
+    parent: int,
+) -> None:
+    """A worker process: ``threads`` threads take tasks until the end marks or a stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        worker = make_worker()
+    except BaseException as error:  # noqa: BLE001 - reported to the caller, which raises it
+        outbox.put((_ERROR, _portable(error)))
+        return
+
+    def take_tasks() -> None:
+        while not stop.is_set() and os.getppid() == parent:
+            try:
+                item = inbox.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if item is None:
+                return
+            try:
+                outbox.put((_RESULT, worker(item[1])))
+            except BaseException as error:  # noqa: BLE001 - as above
+                outbox.put((_ERROR, _portable(error)))
+                return
+
+    pool = [threading.Thread(target=take_tasks, daemon=True) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+
+
+def _portable(error: BaseException) -> BaseException:
+    """``error`` with the worker's traceback as a note, or a RuntimeError if it cannot be pickled."""
+    remote = "".join(traceback.format_exception(error))
+    try:
+        error.add_note(f"in a worker process:\n{remote}")
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - any failure to travel: send its text instead
+        return RuntimeError(f"in a worker process:\n{remote}")
+    return error
+
+
+def _check_workers(workers: list[Any], remaining: int, ended: bool) -> bool:
+    """Raise if a worker died, or if all had ended already at the last look; else whether all have."""
+    for worker in workers:
+        if worker.exitcode not in (None, 0):
+            raise WorkerProcessError(
+                f"a worker process ended unexpectedly (exit code {worker.exitcode}) "
+                f"with {remaining} file(s) not done"
+            )
+    if ended:
+        raise WorkerProcessError(f"the worker processes ended with {remaining} file(s) not done")
+    return all(worker.exitcode is not None for worker in workers)
+
+
+def _drained(outbox: Any, workers: list[Any]) -> Iterator[Any]:
+    """Join the workers, reading what they still send (a full pipe would keep them alive)."""
+    for worker in workers:
+        while worker.is_alive():
+            with contextlib.suppress(queue.Empty):
+                yield outbox.get(timeout=_POLL_SECONDS)
+        worker.join()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored meanwhile (a new interpreter keeps an inherited SIG_IGN), main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
