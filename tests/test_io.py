@@ -611,7 +611,12 @@ def test_cmyk_becomes_rgb_without_profile(tmp_path: Path) -> None:
 def test_rgbx_and_ycbcr_become_rgb(tmp_path: Path) -> None:
     for mode, colour in [("RGBX", (10, 20, 30, 0)), ("YCbCr", (128, 128, 128))]:
         picture = PILImage.new(mode, (3, 2), colour)
-        loaded = load_image(write(tmp_path / f"{mode}.tif", pillow_bytes(picture, "TIFF")))
+        data = pillow_bytes(picture, "TIFF")
+        try:  # some pillow versions (12.3) write a YCbCr TIFF they cannot read back
+            PILImage.open(io.BytesIO(data)).load()
+        except OSError as error:
+            pytest.skip(f"pillow {PILImage.__version__} cannot read its own {mode} TIFF: {error}")
+        loaded = load_image(write(tmp_path / f"{mode}.tif", data))
         assert loaded.mode == "RGB"
         expected = np.asarray(picture.convert("RGB"))
         np.testing.assert_allclose(values_of(loaded), expected, atol=1)
