@@ -16,6 +16,7 @@ the whole process group), and stop on their own if the calling process goes away
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import pickle
@@ -97,6 +98,13 @@ def run_in_processes(
         inbox.cancel_join_thread()  # unread end marks must not hold this process at exit
         for _ in _drained(outbox, workers):
             pass  # results after a stop are dropped; reading them lets the workers exit
+        for channel in (inbox, outbox):
+            channel.close()
+        # Free the queues' and the event's semaphores now, not whenever the cycle collector
+        # runs: from inside multiprocessing's resource tracker that fails (Python 3.12 warns
+        # "ResourceTracker called reentrantly").
+        del inbox, outbox, stop, workers
+        gc.collect()
 
 
 def _serve(

@@ -612,7 +612,8 @@ def test_ctrl_c_exits_130_and_leaves_nothing(work, rng):
     PILImage.fromarray(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(work / "big.png")
     before = snapshot(work)
     process = subprocess.Popen(
-        # The reference backend keeps the blur slow enough to interrupt on any machine.
+        # The reference backend on the CPU keeps the blur slow enough to interrupt on any
+        # machine (on a GPU it could end before the signal lands).
         [
             sys.executable,
             "-c",
@@ -624,6 +625,8 @@ def test_ctrl_c_exits_130_and_leaves_nothing(work, rng):
             "12",
             "--backend",
             "reference",
+            "--device",
+            "cpu",
         ],
         cwd=work,
         stdout=subprocess.PIPE,
