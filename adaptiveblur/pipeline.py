@@ -14,7 +14,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from adaptiveblur.ops import adaptive_blur
 from adaptiveblur.ops.backends import DEFAULT_METHOD
 from adaptiveblur.ops.blur import ProgressCallback, check_blur_options
 from adaptiveblur.sigma import DEFAULT_CHANNEL, check_mapping, intensity, sigma_from_intensity
-from adaptiveblur.workers import run_in_processes
+from adaptiveblur.workers import run_tasks
 
 STDIO = "-"
 # Below this blurred alpha a pixel is fully transparent: its colour is kept, not divided.
@@ -413,40 +412,20 @@ def run_batch(
             on_outcome(outcome)
 
     processes = min(processes, jobs, max(len(tasks), 1))
+    # Worker processes share the cores for torch's CPU threads.
+    torch_threads = None if processes == 1 else max(1, (os.cpu_count() or 1) // processes)
     started = time.perf_counter()
     try:
-        if processes == 1:
-            _run_in_threads(job.worker(), tasks, jobs, record)
-        else:
-            threads = -(-jobs // processes)
-            cores = os.cpu_count() or 1
-            make_worker = functools.partial(job.worker, torch_threads=max(1, cores // processes))
-            run_in_processes(
-                make_worker, tasks, processes=processes, threads=threads, on_result=record
-            )
+        run_tasks(
+            functools.partial(job.worker, torch_threads=torch_threads),
+            tasks,
+            jobs=jobs,
+            processes=processes,
+            on_result=record,
+        )
     finally:
         summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _run_in_threads(
-    worker: Callable[[Task], Outcome],
-    tasks: Sequence[Task],
-    jobs: int,
-    record: Callable[[Outcome], None],
-) -> None:
-    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="adaptiveblur")
-    try:
-        pending = {pool.submit(worker, task) for task in tasks}
-        while pending:
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            for future in finished:
-                record(future.result())
-    except BaseException:
-        # Files being written finish (atomically); the rest never start.
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Run a batch's tasks in worker processes, each with its own threads and interpreter lock.
+"""Run a batch's tasks in threads, or in worker processes each with its own threads and lock.
 
 The threads of one process share one interpreter lock. On a host with many cores, where
 a GPU does the blur, the Python parts of decoding, encoding and driving the GPU queue
@@ -25,6 +25,7 @@ import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 _POLL_SECONDS = 0.2  # how often waiting workers and the caller look up from their queues
@@ -34,6 +35,49 @@ _ERROR = "error"
 
 class WorkerProcessError(RuntimeError):
     """A worker process ended before its tasks were done (killed, out of memory, crashed)."""
+
+
+def run_tasks(
+    make_worker: Callable[[], Callable[[Any], Any]],
+    tasks: Sequence[Any],
+    *,
+    jobs: int,
+    processes: int,
+    on_result: Callable[[Any], None],
+) -> None:
+    """``jobs`` tasks at a time: in this process's threads, or shared out over ``processes``.
+
+    With ``processes == 1``, ``make_worker()`` is called here and its result runs in
+    ``jobs`` threads; otherwise as :func:`run_in_processes` with ``ceil(jobs / processes)``
+    threads each. ``on_result`` sees each result in completion order, in this thread.
+    """
+    if processes == 1:
+        _run_in_threads(make_worker(), tasks, jobs, on_result)
+    else:
+        threads = -(-jobs // processes)
+        run_in_processes(
+            make_worker, tasks, processes=processes, threads=threads, on_result=on_result
+        )
+
+
+def _run_in_threads(
+    worker: Callable[[Any], Any],
+    tasks: Sequence[Any],
+    jobs: int,
+    on_result: Callable[[Any], None],
+) -> None:
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="adaptiveblur")
+    try:
+        pending = {pool.submit(worker, task) for task in tasks}
+        while pending:
+            finished, pending = wait(pending, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
+            for future in finished:
+                on_result(future.result())
+    except BaseException:
+        # Tasks in hand finish (outputs are written atomically); the rest never start.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def run_in_processes(
@@ -49,7 +93,7 @@ def run_in_processes(
     Args:
         make_worker: picklable (a top-level function, or a ``functools.partial`` of one);
             builds the per-process callable that turns one task into one result.
-        tasks: picklable task descriptions.
+        tasks: picklable task descriptions (not ``None``: that marks the end).
         processes: worker processes to start (``spawn``: a fresh interpreter each).
         threads: threads per process, each doing one task at a time.
         on_result: called in the caller's thread with each result, in completion order.
@@ -64,8 +108,8 @@ def run_in_processes(
     inbox: Any = context.Queue()
     outbox: Any = context.Queue()
     stop = context.Event()
-    for item in enumerate(tasks):
-        inbox.put(item)
+    for task in tasks:
+        inbox.put(task)
     for _ in range(processes * threads):
         inbox.put(None)  # one end mark per thread
     workers = [
@@ -96,8 +140,7 @@ def run_in_processes(
     finally:
         stop.set()
         inbox.cancel_join_thread()  # unread end marks must not hold this process at exit
-        for _ in _drained(outbox, workers):
-            pass  # results after a stop are dropped; reading them lets the workers exit
+        _join(workers, outbox)
         for channel in (inbox, outbox):
             channel.close()
         # Free the queues' and the event's semaphores now, not whenever the cycle collector
@@ -126,13 +169,13 @@ def _serve(
     def take_tasks() -> None:
         while not stop.is_set() and os.getppid() == parent:
             try:
-                item = inbox.get(timeout=_POLL_SECONDS)
+                task = inbox.get(timeout=_POLL_SECONDS)
             except queue.Empty:
                 continue
-            if item is None:
+            if task is None:
                 return
             try:
-                outbox.put((_RESULT, worker(item[1])))
+                outbox.put((_RESULT, worker(task)))
             except BaseException as error:  # noqa: BLE001 - as above
                 outbox.put((_ERROR, _portable(error)))
                 return
@@ -168,12 +211,12 @@ def _check_workers(workers: list[Any], remaining: int, ended: bool) -> bool:
     return all(worker.exitcode is not None for worker in workers)
 
 
-def _drained(outbox: Any, workers: list[Any]) -> Iterator[Any]:
-    """Join the workers, reading what they still send (a full pipe would keep them alive)."""
+def _join(workers: list[Any], outbox: Any) -> None:
+    """Wait for the workers, dropping what they still send (a full pipe would keep them alive)."""
     for worker in workers:
         while worker.is_alive():
             with contextlib.suppress(queue.Empty):
-                yield outbox.get(timeout=_POLL_SECONDS)
+                outbox.get(timeout=_POLL_SECONDS)
         worker.join()
 
 

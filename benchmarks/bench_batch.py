@@ -61,7 +61,7 @@ from _machine import cpu_model  # benchmarks/_machine.py, beside this script
 from PIL import Image
 
 from adaptiveblur.io import load_image, save_image
-from adaptiveblur.workers import run_in_processes
+from adaptiveblur.workers import run_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "sample_images" / "astronaut.jpg"
@@ -163,12 +163,9 @@ def codec_seconds(paths: list[Path], out: Path, jobs: int) -> float:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
 
-    def one(path: Path) -> None:
-        save_image(load_image(str(path), integers=True), str(out / path.name), quality=95)
-
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(one, paths))
+        list(pool.map(codec_worker(str(out)), paths))
     return time.perf_counter() - started
 
 
@@ -334,7 +331,13 @@ def run_steady(args: argparse.Namespace) -> None:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             clock = Clock()
-            spread(functools.partial(codec_worker, str(out)), paths, jobs, processes, clock.tick)
+            run_tasks(
+                functools.partial(codec_worker, str(out)),
+                paths,
+                jobs=jobs,
+                processes=processes,
+                on_result=clock.tick,
+            )
             return clock.rates(jobs)
 
         batch_rates(max(job_values_of(args)), 1, paths[: min(len(paths), 16)])  # warm-up
@@ -403,24 +406,6 @@ def codec_worker(out: str) -> Callable[[Path], None]:
 
 def codec_one(out: str, path: Path) -> None:
     save_image(load_image(str(path), integers=True), str(Path(out) / path.name), quality=95)
-
-
-def spread(
-    make_worker: Callable[[], Callable[[Path], None]],
-    paths: list[Path],
-    jobs: int,
-    processes: int,
-    on_result: Callable[[object], None],
-) -> None:
-    """Run ``make_worker()`` over ``paths`` as run_batch would: threads, or worker processes."""
-    if processes == 1:
-        worker = make_worker()
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for result in pool.map(worker, paths):
-                on_result(result)
-        return
-    threads = -(-jobs // processes)
-    run_in_processes(make_worker, paths, processes=processes, threads=threads, on_result=on_result)
 
 
 def job_values_of(args: argparse.Namespace) -> list[int]:
