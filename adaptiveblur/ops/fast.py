@@ -305,18 +305,20 @@ def _blur_levels(
     spectrum = torch.fft.rfft2(window, s=(size_y, size_x))  # zero-padded to a fast size
     product = torch.empty_like(spectrum)
     total = window.new_zeros(window.shape[:2] + (height, width))
-    # The levels' 1-D kernel spectra go to the device in one copy: a copy per level
-    # would stall a GPU's queue each time.
-    columns = torch.stack(
-        [_kernel_spectrum(nodes[k], radii[k], size_y, onesided=False) for k in levels]
-    ).to(window.device, window.dtype)
-    rows = torch.stack(
-        [_kernel_spectrum(nodes[k], radii[k], size_x, onesided=True) for k in levels]
-    ).to(window.device, window.dtype)
+    # All levels' 1-D kernel spectra in one batch, sent to the device in one copy: a copy
+    # per level would stall a GPU's queue each time.
+    chosen_nodes = [nodes[k] for k in levels]
+    chosen_radii = [radii[k] for k in levels]
+    columns = _kernel_spectra(chosen_nodes, chosen_radii, size_y, onesided=False)
+    rows = _kernel_spectra(chosen_nodes, chosen_radii, size_x, onesided=True)
+    columns = columns.to(window.device, window.dtype)
+    rows = rows.to(window.device, window.dtype)
+    # A fifth, zero weight for the pixels whose stencil does not hold the level: an
+    # offset outside 0..3 is clamped to -1 or 4, and both land on it modulo 5.
+    padded_weights = torch.cat([weights, torch.zeros_like(weights[:1])])
     for index, level in enumerate(levels):
-        offset = level - start
-        inside = (offset >= 0) & (offset < _STENCIL)
-        weight = weights.gather(0, offset.clamp_(0, _STENCIL - 1).unsqueeze(0))[0].mul_(inside)
+        offset = (level - start).clamp_(-1, _STENCIL).remainder_(_STENCIL + 1)
+        weight = padded_weights.gather(0, offset.unsqueeze(0))[0]
         # The transfer function is the outer product of the two spectra (real: the
         # kernel is even).
         torch.mul(spectrum, torch.outer(columns[index], rows[index]), out=product)
@@ -332,16 +334,23 @@ def _blur_levels(
     return total
 
 
-def _kernel_spectrum(sigma: float, radius: int, size: int, *, onesided: bool) -> torch.Tensor:
-    """DFT of the normalised truncated 1-D Gaussian, float64 and real (the kernel is even).
+def _kernel_spectra(
+    sigmas: list[float], radii: list[int], size: int, *, onesided: bool
+) -> torch.Tensor:
+    """DFTs of normalised truncated 1-D Gaussians, ``(len(sigmas), n)`` float64 and real.
 
-    The taps sit at ``d mod size`` for ``|d| <= radius``; ``2 radius + 1 <= size``.
+    Row ``k`` is the kernel of ``sigmas[k]`` and ``radii[k]`` (the kernel is even, so its
+    transform is real); its taps sit at ``d mod size`` for ``|d| <= radius``, and
+    ``2 radius + 1 <= size``. ``n`` is ``size // 2 + 1`` when ``onesided``, else ``size``.
     """
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    taps = torch.exp(-(offsets * offsets) / (2.0 * sigma * sigma))
-    line = torch.zeros(size, dtype=torch.float64)
-    line.index_add_(0, torch.remainder(offsets.to(torch.int64), size), taps / taps.sum())
-    transform = torch.fft.rfft(line) if onesided else torch.fft.fft(line)
+    reach = max(radii)
+    offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
+    scale = torch.tensor(sigmas, dtype=torch.float64)[:, None]
+    inside = offsets.abs() <= torch.tensor(radii, dtype=torch.float64)[:, None]
+    taps = torch.exp(-(offsets * offsets) / (2.0 * scale * scale)) * inside
+    lines = torch.zeros(len(sigmas), size, dtype=torch.float64)
+    lines.index_add_(1, torch.remainder(offsets.to(torch.int64), size), taps / taps.sum(1, True))
+    transform = torch.fft.rfft(lines) if onesided else torch.fft.fft(lines)
     return transform.real
 
 
