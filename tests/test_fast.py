@@ -232,7 +232,7 @@ def test_exact_paths_are_exact_in_any_batching(rng):
     batched, by_rows = one_by_one.clone(), one_by_one.clone()
     fast._exact_by_blocks(padded, sigma, radius, halo, 1, one_by_one)
     fast._exact_by_blocks(padded, sigma, radius, halo, 1 << 30, batched)
-    fast._exact_by_rows(padded, sigma, radius, halo, 30_000, by_rows)
+    fast._exact_by_rows(padded, sigma, radius, int(radius.max()), halo, 30_000, by_rows)
     torch.testing.assert_close(one_by_one, batched, atol=1e-6, rtol=0)
     torch.testing.assert_close(by_rows, batched, atol=1e-6, rtol=0)
     # Away from the crop's edges (by the largest radius) the halo's content does not matter.

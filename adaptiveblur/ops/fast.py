@@ -153,48 +153,71 @@ def blur_tile(
     batch, channels = padded.shape[:2]
     height, width = sigma.shape[-2:]
     small = radius <= EXACT_RADIUS
-    output = padded[..., halo : halo + height, halo : halo + width].clone()  # radius 0: as is
-    if bool((small & (radius > 0)).any()):
-        _blur_exact_small(padded, sigma, torch.where(small, radius, 0), halo, budget, output)
     large = ~small
-    if not bool(large.any()):
-        return output
-
-    if truncate is None:
-        truncate = infer_truncate(sigma, radius)
-    lowest = float(torch.where(large, sigma, math.inf).min())
-    nodes = level_sigmas(lowest, float(sigma.max()))
-    # min(): a rounding slip in an inferred truncate must never reach past the halo.
-    radii = [min(math.floor(truncate * node + 0.5), halo) for node in nodes]
-    start, weights = stencil_weights(sigma, nodes)
-
-    element = padded.element_size()
-    committed = height * width * _tile_bytes_per_pixel(batch, channels, element)
-    side = _subtile_side(budget - committed, halo, batch, channels, element)
-    for y0 in range(0, height, side):
-        y1 = min(y0 + side, height)
-        for x0 in range(0, width, side):
-            x1 = min(x0 + side, width)
-            region = large[..., y0:y1, x0:x1]
-            if not bool(region.any()):
-                continue
-            window = padded[..., y0 : y1 + 2 * halo, x0 : x1 + 2 * halo]
-            part_start = start[..., y0:y1, x0:x1]
-            # The levels that the pixels left to them lean on (not those of exact pixels).
-            first = int(torch.where(region, part_start, len(nodes)).min())
-            last = int(torch.where(region, part_start, 0).max()) + _STENCIL
-            blurred = _blur_levels(
-                window,
-                halo,
-                nodes,
-                radii,
-                range(first, last),
-                part_start,
-                weights[..., y0:y1, x0:x1],
-            )
-            part = output[..., y0:y1, x0:x1]
-            part.copy_(torch.where(region, blurred, part))
+    exact_radius = torch.where(small, radius, 0)
+    # Each number read back from a GPU waits for its queue to drain, and the GPU then
+    # idles while the next kernels are launched: the decisions are read in two looks
+    # (here and in the sub-tile plan), both before any heavy work is queued.
+    reach, lowest, highest = torch.stack(
+        [
+            exact_radius.amax().to(torch.float64),
+            torch.where(large, sigma, math.inf).amin().to(torch.float64),
+            sigma.amax().to(torch.float64),
+        ]
+    ).tolist()
+    output = padded[..., halo : halo + height, halo : halo + width].clone()  # radius 0: as is
+    plan: list[tuple[int, int, int, int, range]] = []
+    if lowest < math.inf:  # some pixels are left to the levels
+        if truncate is None:
+            truncate = infer_truncate(sigma, radius)
+        nodes = level_sigmas(lowest, highest)
+        # min(): a rounding slip in an inferred truncate must never reach past the halo.
+        radii = [min(math.floor(truncate * node + 0.5), halo) for node in nodes]
+        start, weights = stencil_weights(sigma, nodes)
+        element = padded.element_size()
+        committed = height * width * _tile_bytes_per_pixel(batch, channels, element)
+        side = _subtile_side(budget - committed, halo, batch, channels, element)
+        plan = _plan_subtiles(large, start, len(nodes), side)
+    if reach > 0:
+        _blur_exact_small(padded, sigma, exact_radius, int(reach), halo, budget, output)
+    for y0, y1, x0, x1, levels in plan:
+        blurred = _blur_levels(
+            padded[..., y0 : y1 + 2 * halo, x0 : x1 + 2 * halo],
+            halo,
+            nodes,
+            radii,
+            levels,
+            start[..., y0:y1, x0:x1],
+            weights[..., y0:y1, x0:x1],
+        )
+        part = output[..., y0:y1, x0:x1]
+        part.copy_(torch.where(large[..., y0:y1, x0:x1], blurred, part))
     return output
+
+
+def _plan_subtiles(
+    large: torch.Tensor, start: torch.Tensor, count: int, side: int
+) -> list[tuple[int, int, int, int, range]]:
+    """``(y0, y1, x0, x1, levels)`` of each sub-tile of ``side`` with pixels left to the levels.
+
+    ``levels`` are the nodes those pixels' stencils lean on (not those of exact pixels);
+    all sub-tiles are read back from the device at once.
+    """
+    height, width = large.shape[-2:]
+    corners = [(y0, x0) for y0 in range(0, height, side) for x0 in range(0, width, side)]
+    bounds = []
+    for y0, x0 in corners:
+        region = large[..., y0 : y0 + side, x0 : x0 + side]
+        part_start = start[..., y0 : y0 + side, x0 : x0 + side]
+        bounds.append(torch.where(region, part_start, count).amin())
+        bounds.append(torch.where(region, part_start, -1).amax())
+    values = torch.stack(bounds).tolist()
+    plan = []
+    for (y0, x0), first, last in zip(corners, values[0::2], values[1::2], strict=True):
+        if last >= 0:  # the sub-tile has pixels left to the levels
+            y1, x1 = min(y0 + side, height), min(x0 + side, width)
+            plan.append((y0, y1, x0, x1, range(first, last + _STENCIL)))
+    return plan
 
 
 def infer_truncate(sigma: torch.Tensor, radius: torch.Tensor) -> float:
@@ -207,11 +230,13 @@ def infer_truncate(sigma: torch.Tensor, radius: torch.Tensor) -> float:
     s = sigma.to(torch.float64)
     r = radius.to(torch.float64)
     positive = s > 0
-    if not bool(positive.any()):
-        return DEFAULT_TRUNCATE
     s = torch.where(positive, s, 1.0)
-    low = float(torch.where(positive, (r - 0.5) / s, -math.inf).max())
-    high = float(torch.where(positive, (r + 0.5) / s, math.inf).min())
+    low, high = torch.stack(  # one read back; (-inf, inf) when no sigma is positive
+        [
+            torch.where(positive, (r - 0.5) / s, -math.inf).amax(),
+            torch.where(positive, (r + 0.5) / s, math.inf).amin(),
+        ]
+    ).tolist()
     if low <= DEFAULT_TRUNCATE < high:
         return DEFAULT_TRUNCATE
     return 0.5 * (low + high) if high > low else max(low, 0.0)
@@ -358,13 +383,15 @@ def _blur_exact_small(
     padded: torch.Tensor,
     sigma: torch.Tensor,
     radius: torch.Tensor,
+    reach: int,
     halo: int,
     budget: int,
     output: torch.Tensor,
 ) -> None:
     """Write the exact blur of every pixel with ``radius > 0`` into ``output``.
 
-    ``radius`` is already 0 for the pixels left to the levels. On CPU the tile is cut
+    ``radius`` is already 0 for the pixels left to the levels; ``reach`` is its largest
+    value. On CPU the tile is cut
     into blocks that reach only their own largest radius (cost follows the sigma map);
     on a GPU, where the gathering costs more than it saves, row bands of the whole tile
     reach the tile's largest radius.
@@ -372,13 +399,14 @@ def _blur_exact_small(
     if padded.device.type == "cpu":
         _exact_by_blocks(padded, sigma, radius, halo, budget, output)
     else:
-        _exact_by_rows(padded, sigma, radius, halo, budget, output)
+        _exact_by_rows(padded, sigma, radius, reach, halo, budget, output)
 
 
 def _exact_by_rows(
     padded: torch.Tensor,
     sigma: torch.Tensor,
     radius: torch.Tensor,
+    reach: int,
     halo: int,
     budget: int,
     output: torch.Tensor,
@@ -386,7 +414,6 @@ def _exact_by_rows(
     """:func:`_blur_exact_small` by row bands that reach the tile's largest radius."""
     batch, channels = padded.shape[:2]
     height, width = sigma.shape[-2:]
-    reach = int(radius.max())
     row_bytes = (reach + 4) * (channels + 1) * batch * (width + 2 * reach) * padded.element_size()
     rows = max(1, min(height, budget // row_bytes))
     for y0 in range(0, height, rows):
