@@ -89,12 +89,15 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from adaptiveblur.kernels import DEFAULT_TRUNCATE
+from adaptiveblur.ops import backends
 
 EXACT_RADIUS = 9  # windows up to this radius are computed exactly (sigma < 3.17 at truncate 3)
 LEVELS_PER_OCTAVE = 5  # sigma nodes per doubling: 4 gives a 0.97 LSB bound, 5 gives 0.88
@@ -338,11 +341,12 @@ def _blur_levels(
     rows = _kernel_spectra(chosen_nodes, chosen_radii, size_x, onesided=True)
     columns = columns.to(window.device, window.dtype)
     rows = rows.to(window.device, window.dtype)
-    # A fifth, zero weight for the pixels whose stencil does not hold the level: an
-    # offset outside 0..3 is clamped to -1 or 4, and both land on it modulo 5.
-    padded_weights = torch.cat([weights, torch.zeros_like(weights[:1])])
+    # Zero weights on both sides of the stencil's four: a pixel whose stencil does not
+    # hold the level has its offset clamped onto one of them.
+    zero = torch.zeros_like(weights[:1])
+    padded_weights = torch.cat([zero, weights, zero])
     for index, level in enumerate(levels):
-        offset = (level - start).clamp_(-1, _STENCIL).remainder_(_STENCIL + 1)
+        offset = (level + 1 - start).clamp_(0, _STENCIL + 1)
         weight = padded_weights.gather(0, offset.unsqueeze(0))[0]
         # The transfer function is the outer product of the two spectra (real: the
         # kernel is even).
@@ -391,15 +395,40 @@ def _blur_exact_small(
     """Write the exact blur of every pixel with ``radius > 0`` into ``output``.
 
     ``radius`` is already 0 for the pixels left to the levels; ``reach`` is its largest
-    value. On CPU the tile is cut
-    into blocks that reach only their own largest radius (cost follows the sigma map);
-    on a GPU, where the gathering costs more than it saves, row bands of the whole tile
-    reach the tile's largest radius.
+    value. Where a fused exact backend runs for this tile (Triton on CUDA for float32,
+    the native C kernel on CPU) it does the sums; otherwise plain torch does: on CPU the
+    tile is cut into blocks that reach only their own largest radius (cost follows the
+    sigma map), on a GPU, where the gathering costs more than it saves, row bands of
+    the whole tile reach the tile's largest radius.
     """
-    if padded.device.type == "cpu":
+    height, width = sigma.shape[-2:]
+    fused = _fused_exact(padded.device, padded.dtype)
+    if fused is not None:
+        window = padded[
+            ..., halo - reach : halo + height + reach, halo - reach : halo + width + reach
+        ]
+        blurred = fused(window.contiguous(), sigma, radius, reach, budget)
+        output.copy_(torch.where(radius > 0, blurred, output))
+    elif padded.device.type == "cpu":
         _exact_by_blocks(padded, sigma, radius, halo, budget, output)
     else:
         _exact_by_rows(padded, sigma, radius, reach, halo, budget, output)
+
+
+@functools.cache
+def _fused_exact(device: torch.device, dtype: torch.dtype) -> Callable[..., torch.Tensor] | None:
+    """The fused exact backend's ``blur_tile`` for tiles of ``dtype`` on ``device``, if one runs.
+
+    Triton only for float32 (it hands float64 to the unfold reference); the native kernel
+    for both float types.
+    """
+    wanted = {"cuda": "triton", "cpu": "native"}.get(device.type)
+    if wanted == "triton" and dtype != torch.float32:
+        return None
+    for backend in backends.BACKENDS:
+        if backend.name == wanted and backend.unavailable_reason(device) is None:
+            return backend.load().blur_tile
+    return None
 
 
 def _exact_by_rows(
