@@ -242,6 +242,27 @@ def test_exact_paths_are_exact_in_any_batching(rng):
     assert max_error(batched[0][inner], expected[inner]) <= EXACT
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_and_torch_small_windows_agree(fast_blur, rng, monkeypatch, dtype):
+    # Small windows go to the fused exact backend where one runs; the plain-torch path is
+    # the fallback. Both must give the same image, large sigmas (the levels) included.
+    image = torch.from_numpy(rng.random((2, 37, 53))).to(dtype)
+    sigma = torch.from_numpy(rng.uniform(0.0, 7.0, (37, 53))).float()
+    chosen = fast._fused_exact(image.device, dtype)
+    if chosen is None:
+        pytest.skip("no fused exact backend runs here")
+    assert backends.choose_backend("exact", None, image.device).blur_tile is chosen
+    options = {"keep_float64": True} if dtype == torch.float64 else {}
+    fused = fast_blur(image, sigma, **options)
+    monkeypatch.setattr(fast, "_fused_exact", lambda device, dtype: None)
+    plain = fast_blur(image, sigma, **options)
+    assert fused.dtype == plain.dtype == dtype
+    torch.testing.assert_close(fused, plain, atol=1e-6, rtol=0)
+    small = radius_map(sigma) <= fast.EXACT_RADIUS
+    expected = exact_blur(image.double().numpy(), sigma.numpy())
+    assert max_error(fused[:, small], expected[:, small.numpy()]) <= EXACT
+
+
 def test_memory_estimate_does_not_grow_with_the_window():
     small = fast.bytes_per_pixel(1, 1, 3, 4)
     assert 0 < small < fast.bytes_per_pixel(1, 3, 3, 4) < fast.bytes_per_pixel(2, 3, 3, 4)

@@ -14,8 +14,9 @@ window of radius ``floor(truncate * s + 0.5)``, normalised). The adaptive blur i
 * **Small windows are computed exactly.** A pixel whose radius is at most
   :data:`EXACT_RADIUS` (sigma < 3.17 at ``truncate=3``) gets the exact sum: from the
   fused exact backend where one runs for the tile (Triton on CUDA for float32, the
-  native C kernel on CPU), else in torch. There, its separable weights ``b_i = exp(-i^2 / (2 sigma^2))`` are shared by the pixels at
-  ``(+-i, +-j)``, so ``sum_{i,j} b_i b_j C_ij`` over the symmetric sums ``C_ij`` costs
+  native C kernel on CPU), else in torch. There, its separable weights
+  ``b_i = exp(-i^2 / (2 sigma^2))`` are shared by the pixels at ``(+-i, +-j)``, so
+  ``sum_{i,j} b_i b_j C_ij`` over the symmetric sums ``C_ij`` costs
   ``(r + 1)^2`` multiply-adds, not ``(2 r + 1)^2``. On CPU the tile is cut into
   32-pixel blocks that reach only their own largest radius; on GPUs row bands reach
   the tile's largest radius (gathering blocks costs more there than it saves).
