@@ -116,7 +116,11 @@ _FFT_PRIMES = (2, 3, 5, 7)  # FFT lengths made of these primes are fast
 
 
 def available(device: torch.device) -> str | None:
-    """Always available: plain torch operations (``torch.fft``) on any device."""
+    """Always available (``None``).
+
+    The levels are plain torch (``torch.fft``) on any device, and the small windows fall
+    back to torch where no fused exact kernel runs.
+    """
     return None
 
 
