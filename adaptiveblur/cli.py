@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from adaptiveblur import allocator
 from adaptiveblur._version import __version__
 
 try:  # typer >= 0.22 carries its own copy of click
@@ -159,6 +160,7 @@ def run(
     from adaptiveblur.pipeline import run_file
 
     settings = _blur_settings(locals())
+    _tune_allocator(settings)
     if output_dir is not None:
         if save_sigma is not None:
             raise typer.BadParameter("--save-sigma takes one input; use run IN OUT")
@@ -289,6 +291,7 @@ def batch(
         relatives = planning.discover(paths[0], patterns, recursive, io.READABLE_EXTENSIONS)
         sources = [os.path.join(paths[0], relative) for relative in relatives]
     settings = _blur_settings(locals())
+    _tune_allocator(settings)
     _run_batch(
         sources=sources,
         relatives=relatives,
@@ -319,6 +322,16 @@ def _blur_settings(options: dict[str, object]) -> BlurSettings:
     values = {f.name: options[f.name] for f in fields(BlurSettings)}
     values["max_memory"] = _parse_bytes(options["max_memory"])  # type: ignore[arg-type]
     return BlurSettings(**values)  # type: ignore[arg-type]
+
+
+def _tune_allocator(settings: BlurSettings) -> None:
+    """With the fast method, keep freed memory for reuse (:mod:`adaptiveblur.allocator`).
+
+    Its FFT temporaries are large and short-lived; the exact methods gain nothing from it
+    and would hold on to more memory.
+    """
+    if settings.method == "fast":
+        allocator.keep_freed_memory()
 
 
 def _run_batch(

@@ -353,21 +353,32 @@ def _blur_levels(
     # hold the level has its offset clamped onto one of them.
     zero = torch.zeros_like(weights[:1])
     padded_weights = torch.cat([zero, weights, zero])
+    # Every level reuses these: on CPU a fresh array per level costs more in page faults
+    # (first touches of new memory) than the arithmetic that fills it.
+    offset = torch.empty_like(start)
+    weight = torch.empty_like(weights[:1])
+    transfer = columns.new_empty((size_y, rows.shape[-1]))
+    on_cpu = window.device.type == "cpu"
+    if on_cpu:
+        inverse_y = torch.empty_like(product)
+        level_image = window.new_empty(window.shape[:2] + (height, size_x))
     for index, level in enumerate(levels):
-        offset = (level + 1 - start).clamp_(0, _STENCIL + 1)
-        weight = padded_weights.gather(0, offset.unsqueeze(0))[0]
+        torch.sub(start, level + 1, out=offset).neg_().clamp_(0, _STENCIL + 1)
+        torch.gather(padded_weights, 0, offset.unsqueeze(0), out=weight)
         # The transfer function is the outer product of the two spectra (real: the
         # kernel is even).
-        torch.mul(spectrum, torch.outer(columns[index], rows[index]), out=product)
-        if window.device.type == "cpu":
+        torch.outer(columns[index], rows[index], out=transfer)
+        torch.mul(spectrum, transfer, out=product)
+        if on_cpu:
             # Inverse along y, then along x for the output rows only (less work on CPU).
-            inverse_y = torch.fft.ifft(product, dim=-2)[..., halo : halo + height, :]
-            level_image = torch.fft.irfft(inverse_y, n=size_x, dim=-1)
+            torch.fft.ifft(product, dim=-2, out=inverse_y)
+            rows_kept = inverse_y[..., halo : halo + height, :]
+            torch.fft.irfft(rows_kept, n=size_x, dim=-1, out=level_image)
+            blurred = level_image[..., halo : halo + width]
         else:  # one 2-D transform is faster on GPUs
-            level_image = torch.fft.irfft2(product, s=(size_y, size_x))[
-                ..., halo : halo + height, :
-            ]
-        total.addcmul_(weight, level_image[..., halo : halo + width])
+            whole = torch.fft.irfft2(product, s=(size_y, size_x))
+            blurred = whole[..., halo : halo + height, halo : halo + width]
+        total.addcmul_(weight[0], blurred)
     return total
 
 
