@@ -353,8 +353,8 @@ def _blur_levels(
     # hold the level has its offset clamped onto one of them.
     zero = torch.zeros_like(weights[:1])
     padded_weights = torch.cat([zero, weights, zero])
-    # Every level reuses these: on CPU a fresh array per level costs more in page faults
-    # (first touches of new memory) than the arithmetic that fills it.
+    # Every level reuses these buffers: on CPU each fresh large array is new memory that
+    # the kernel zero-fills page by page on first touch (see adaptiveblur.allocator).
     offset = torch.empty_like(start)
     weight = torch.empty_like(weights[:1])
     transfer = columns.new_empty((size_y, rows.shape[-1]))
