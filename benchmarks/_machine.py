@@ -1,8 +1,11 @@
-"""What the benchmarks say about the machine they ran on (shared by the scripts here)."""
+"""What the benchmark scripts here share: the machine they ran on, and how to start the CLI."""
 
 from __future__ import annotations
 
 import platform
+import shutil
+import sys
+from pathlib import Path
 
 
 def cpu_model() -> str:
@@ -15,3 +18,12 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def adaptiveblur_command() -> list[str]:
+    """How to start the CLI: the console script beside this Python, on PATH, else ``-m``."""
+    script = Path(sys.executable).with_name("adaptiveblur")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("adaptiveblur")
+    return [found] if found else [sys.executable, "-m", "adaptiveblur"]

@@ -57,7 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from _machine import cpu_model  # benchmarks/_machine.py, beside this script
+from _machine import adaptiveblur_command, cpu_model  # benchmarks/_machine.py, beside this script
 from PIL import Image
 
 from adaptiveblur.io import load_image, save_image
@@ -127,11 +127,7 @@ def command_prefix(register: str | None) -> list[str]:
         if not name or not module:
             sys.exit(f"expected --register NAME=MODULE[@DEVICES], got {register!r}")
         return [sys.executable, "-c", _REGISTERING, name, module, devices or "cpu,cuda"]
-    script = Path(sys.executable).with_name("adaptiveblur")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("adaptiveblur")
-    return [found] if found else [sys.executable, "-m", "adaptiveblur"]
+    return adaptiveblur_command()
 
 
 def run_batch(

@@ -67,7 +67,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import cpu_model  # benchmarks/_machine.py, beside this script
+from _machine import adaptiveblur_command, cpu_model  # benchmarks/_machine.py, beside this script
 from PIL import Image
 
 import adaptiveblur
@@ -82,6 +82,11 @@ REC709 = (0.2126, 0.7152, 0.0722)
 LARGE_PIXELS = 4_000_000  # images at least this big use --repeat-large
 # Prior for the reference backend before it has been timed here: ~12 s per MP at sigma 4.
 REFERENCE_SECONDS_PER_MP_AT_4 = 12.0
+# Rows whose blur is also timed alone in this process: warm-up key and adaptive_blur options.
+IN_PROCESS: dict[str, tuple[str, dict[str, str]]] = {
+    "adaptiveblur exact (native)": ("native", {"backend": "native"}),
+    "adaptiveblur fast": ("fast", {"method": "fast"}),
+}
 
 AGAINST = {
     "a": "adaptiveblur exact, its own definition: stored sRGB values, sigma = S * Rec. 709 "
@@ -145,14 +150,6 @@ def find_imagemagick() -> tuple[list[str] | None, str]:
         if "ImageMagick" in version:
             return [candidate], f"{version} (through the script {candidate})"
     return None, "not found"
-
-
-def adaptiveblur_command() -> list[str]:
-    script = Path(sys.executable).with_name("adaptiveblur")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("adaptiveblur")
-    return [found] if found else [sys.executable, "-m", "adaptiveblur"]
 
 
 def gegl_command(
@@ -563,20 +560,11 @@ def benchmark(
                 row.psnr, row.max_lsb = errors_against(
                     decode(folder / out_name), references[row.against]
                 )
-                if tool == "adaptiveblur exact (native)":
-                    sigma_t = sigma * luma_t
-                    row.blur_only = time_in_process(
-                        "native",
-                        partial(adaptive_blur, tensor, sigma_t, device="cpu", backend="native"),
-                        repeat,
-                    )
-                elif tool == "adaptiveblur fast":
-                    sigma_t = sigma * luma_t
-                    row.blur_only = time_in_process(
-                        "fast",
-                        partial(adaptive_blur, tensor, sigma_t, device="cpu", method="fast"),
-                        repeat,
-                    )
+                in_process = IN_PROCESS.get(tool)
+                if in_process is not None:
+                    label, options = in_process
+                    blur = partial(adaptive_blur, tensor, sigma * luma_t, device="cpu", **options)
+                    row.blur_only = time_in_process(label, blur, repeat)
                 log(
                     f"    wall {row.run.wall:.2f} s, cpu {row.run.cpu:.2f} s, "
                     f"{row.run.peak_mib:.0f} MiB, PSNR {fmt_psnr(row.psnr)} dB, "
