@@ -562,9 +562,9 @@ def benchmark(
                 )
                 in_process = IN_PROCESS.get(tool)
                 if in_process is not None:
-                    label, options = in_process
+                    warm_key, options = in_process
                     blur = partial(adaptive_blur, tensor, sigma * luma_t, device="cpu", **options)
-                    row.blur_only = time_in_process(label, blur, repeat)
+                    row.blur_only = time_in_process(warm_key, blur, repeat)
                 log(
                     f"    wall {row.run.wall:.2f} s, cpu {row.run.cpu:.2f} s, "
                     f"{row.run.peak_mib:.0f} MiB, PSNR {fmt_psnr(row.psnr)} dB, "
