@@ -61,6 +61,7 @@ DEFAULT_MAX_PIXELS: int = 2 * (PILImage.MAX_IMAGE_PIXELS or 89_478_485)
 
 MODES: tuple[str, ...] = ("L", "LA", "RGB", "RGBA")
 _CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+ALPHA_MODES = frozenset({"LA", "RGBA"})  # modes whose last channel is alpha
 MAX_VALUE = {8: 255, 16: 65535}  # largest sample at each bit depth
 _SAMPLE_TYPES = {8: "uint8", 16: "uint16"}  # integer pixels at each bit depth
 
@@ -161,7 +162,7 @@ class Image:
     @property
     def has_alpha(self) -> bool:
         """Whether the last channel is alpha."""
-        return self.mode in ("LA", "RGBA")
+        return self.mode in ALPHA_MODES
 
     @property
     def color_channels(self) -> int:

@@ -31,9 +31,10 @@ from adaptiveblur.errors import (
     InvalidParameterError,
     OutputImageError,
 )
+from adaptiveblur.graphs import ShapeGraphs
 from adaptiveblur.kernels import DEFAULT_TRUNCATE
 from adaptiveblur.ops import adaptive_blur
-from adaptiveblur.ops.backends import DEFAULT_METHOD
+from adaptiveblur.ops.backends import DEFAULT_METHOD, choose_backend
 from adaptiveblur.ops.blur import ProgressCallback, check_blur_options
 from adaptiveblur.sigma import DEFAULT_CHANNEL, check_mapping, intensity, sigma_from_intensity
 from adaptiveblur.workers import run_tasks
@@ -88,12 +89,16 @@ def _check_map_size(sigma_source: io.Image, image: io.Image) -> None:
 
 
 def _planes(image: io.Image, device: torch.device | None) -> torch.Tensor:
-    """``image.pixels`` as float ``(C, H, W)`` in ``[0, 1]`` on ``device``.
+    """``image.pixels`` as float ``(C, H, W)`` in ``[0, 1]`` on ``device``."""
+    return _to_planes(torch.from_numpy(image.pixels).to(device), image.bit_depth)
+
+
+def _to_planes(samples: torch.Tensor, bit_depth: int) -> torch.Tensor:
+    """``(H, W, C)`` samples as float ``(C, H, W)`` in ``[0, 1]``, on their device.
 
     Integer samples travel as they are and are converted there (a quarter of the bytes,
     and no float work for the CPU when the device is a GPU).
     """
-    samples = torch.from_numpy(image.pixels).to(device)
     height, width, channels = samples.shape
     dtype = samples.dtype if samples.is_floating_point() else torch.float32
     # One pass converts and makes each channel a contiguous plane (the blur and the
@@ -101,7 +106,7 @@ def _planes(image: io.Image, device: torch.device | None) -> torch.Tensor:
     planes = torch.empty((channels, height, width), dtype=dtype, device=samples.device)
     planes.copy_(samples.permute(2, 0, 1))
     if not samples.is_floating_point():
-        planes.div_(float(io.MAX_VALUE[image.bit_depth]))
+        planes.div_(float(io.MAX_VALUE[bit_depth]))
     return planes
 
 
@@ -135,15 +140,39 @@ def blur_image(
     With ``settings.linear`` the colour is blurred in linear light (sRGB decoded).
     """
     device = resolve_device(settings.device)
-    pixels = _planes(image, device)
-    sigma_map = (
-        _sigma_of(pixels, image.mode, settings) if sigma_map is None else sigma_map.to(device)
+    samples = torch.from_numpy(image.pixels).to(device)
+    if sigma_map is not None:
+        sigma_map = sigma_map.to(device)
+    result = _blur_samples(
+        samples, image.mode, image.bit_depth, sigma_map, settings, progress=progress
     )
-    color_count = pixels.shape[0] - (1 if image.has_alpha else 0)
+    return _with_pixels(image, result.cpu().numpy())
+
+
+def _blur_samples(
+    samples: torch.Tensor,
+    mode: str,
+    bit_depth: int,
+    sigma_map: torch.Tensor | None,
+    settings: BlurSettings,
+    *,
+    progress: ProgressCallback | None = None,
+    sigma_bound: float | None = None,
+) -> torch.Tensor:
+    """:func:`blur_image` on ``(H, W, C)`` samples and a sigma map already on the device.
+
+    Returns the ``(H, W, C)`` result there. With ``sigma_bound`` (see ``adaptive_blur``)
+    nothing is read back, so the whole call can be recorded in a CUDA graph.
+    """
+    pixels = _to_planes(samples, bit_depth)
+    if sigma_map is None:
+        sigma_map = _sigma_of(pixels, mode, settings)
+    has_alpha = mode in io.ALPHA_MODES
+    color_count = pixels.shape[0] - (1 if has_alpha else 0)
     color = pixels[:color_count]
     if settings.linear:
         color = srgb_to_linear(color)
-    if image.has_alpha:
+    if has_alpha:
         alpha = pixels[color_count:]
         stacked = torch.cat([color * alpha, alpha])
     else:
@@ -153,28 +182,34 @@ def blur_image(
         sigma_map[None],
         truncate=settings.truncate,
         border=settings.border,
-        device=device,
+        device=samples.device,
         method=settings.method,
         backend=settings.backend,
         max_memory=settings.max_memory,
         progress=progress,
+        sigma_bound=sigma_bound,
     )
     out_color = blurred[:color_count]
-    if image.has_alpha:
+    if has_alpha:
         out_alpha = blurred[color_count:].clamp(0.0, 1.0)
         opaque = out_alpha > _ALPHA_FLOOR
         out_color = torch.where(opaque, out_color / out_alpha.clamp_min(_ALPHA_FLOOR), color)
     out_color = out_color.clamp(0.0, 1.0)
     if settings.linear:
         out_color = linear_to_srgb(out_color)
-    result = torch.cat([out_color, out_alpha]) if image.has_alpha else out_color
-    if image.pixels.dtype == np.uint8:
+    result = torch.cat([out_color, out_alpha]) if has_alpha else out_color
+    if samples.dtype == torch.uint8:
         # 8-bit samples in, 8-bit samples out (every format keeps an 8-bit source at 8
         # bits): rounded here as io.save_image would (half to even, like numpy's rint),
         # so a quarter of the bytes come back from the device.
         result = result.mul_(float(io.MAX_VALUE[8])).round_().to(torch.uint8)
+    return result.permute(1, 2, 0).contiguous()
+
+
+def _with_pixels(image: io.Image, pixels: np.ndarray) -> io.Image:
+    """A new :class:`io.Image` of ``pixels`` with ``image``'s mode, depth and metadata."""
     return io.Image(
-        pixels=result.permute(1, 2, 0).contiguous().cpu().numpy(),
+        pixels=pixels,
         mode=image.mode,
         bit_depth=image.bit_depth,
         icc_profile=image.icc_profile,
@@ -455,12 +490,19 @@ class BatchJob:
         stale = _StaleTemporaries()
         settings, sigma_source = self.settings, self.sigma_source
 
+        # Recorded CUDA graphs replay the blur of repeated shapes (see adaptiveblur.graphs).
+        graphs = {
+            device: ShapeGraphs(torch.device(device))
+            for device in self.devices
+            if _recordable(settings, device)
+        }
+
         @functools.lru_cache(maxsize=4)
-        def map_sigma(height: int, width: int) -> torch.Tensor:
-            """The map file's sigma map for images of this size: once per size, not per file."""
+        def map_sigma(height: int, width: int, device: str) -> torch.Tensor:
+            """The map file's sigma map for images of this size on ``device``: once, not per file."""
             assert sigma_source is not None
             driver = _resized(sigma_source, height, width) if self.resize_map else sigma_source
-            return sigma_map_for(driver, settings)
+            return sigma_map_for(driver, settings).to(device)
 
         def work(task: Task) -> Outcome:
             started = time.perf_counter()
@@ -474,14 +516,18 @@ class BatchJob:
                     raise OutputImageError(f"refusing to overwrite the input {task.source!r}")
                 image = io.load_image(task.source, max_pixels=self.max_pixels, integers=True)
                 fmt = io.check_output_format(image.mode, self.output_format, task.dest)
-                sigma_map = None  # the blur derives it from the image, on its device
-                if sigma_source is not None:
-                    if not self.resize_map:
-                        _check_map_size(sigma_source, image)
-                    sigma_map = map_sigma(*image.pixels.shape[:2])
+                if sigma_source is not None and not self.resize_map:
+                    _check_map_size(sigma_source, image)
                 device = free_devices.get()
                 try:
-                    result = blur_image(image, sigma_map, replace(settings, device=device))
+                    sigma_map = None  # the blur derives it from the image, on its device
+                    if sigma_source is not None:
+                        sigma_map = map_sigma(*image.pixels.shape[:2], device)
+                    on_device = replace(settings, device=device)
+                    if device in graphs:
+                        result = _blur_recorded(image, sigma_map, on_device, graphs[device])
+                    else:
+                        result = blur_image(image, sigma_map, on_device)
                 finally:
                     free_devices.put(device)
                 os.makedirs(os.path.dirname(os.path.abspath(task.dest)), exist_ok=True)
@@ -495,6 +541,44 @@ class BatchJob:
             return Outcome(task, "done", time.perf_counter() - started, None, size, device)
 
         return work
+
+
+def _recordable(settings: BlurSettings, device: str) -> bool:
+    """Whether blurs with ``settings`` on ``device`` can be recorded in CUDA graphs.
+
+    They can where the fused Triton kernel runs (the fast method reads values back).
+    """
+    target = torch.device(device)
+    if target.type != "cuda":
+        return False
+    try:
+        chosen = choose_backend(settings.method, settings.backend, target)
+    except AdaptiveBlurError:  # each file reports it
+        return False
+    return chosen.backend.name == "triton"
+
+
+def _blur_recorded(
+    image: io.Image, sigma_map: torch.Tensor | None, settings: BlurSettings, graphs: ShapeGraphs
+) -> io.Image:
+    """:func:`blur_image` with ``sigma_map`` on the GPU, replayed from a graph for repeated shapes.
+
+    The sigma map is ``settings.max_sigma`` at most (it comes from the image or a map
+    file through the settings' mapping), which the blur takes as its bound.
+    """
+    key = (image.pixels.shape, image.pixels.dtype.str, image.mode, image.bit_depth)
+
+    def blur(samples: torch.Tensor) -> torch.Tensor:
+        return _blur_samples(
+            samples,
+            image.mode,
+            image.bit_depth,
+            sigma_map,
+            settings,
+            sigma_bound=settings.max_sigma,
+        )
+
+    return _with_pixels(image, graphs.run(key, blur, image.pixels))
 
 
 class _StaleTemporaries:

@@ -7,6 +7,7 @@ chosen intensity (Rec. 709 luminance by default), ``curve(v) = v ** gamma`` and
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -48,7 +49,7 @@ def intensity(pixels: torch.Tensor, mode: str, channel: str = DEFAULT_CHANNEL) -
     if mode.startswith("L"):
         return pixels[0]
     if channel == "luminance":
-        weights = torch.tensor(REC709_LUMA, dtype=pixels.dtype, device=pixels.device)
+        weights = _luma_weights(pixels.dtype, pixels.device)
         # One matrix-vector product: a single pass over the planes.
         flat = torch.matmul(weights, pixels[:3].reshape(3, -1))
         return flat.reshape(pixels.shape[1:]).clamp_(0.0, 1.0)
@@ -101,3 +102,13 @@ def sigma_from_intensity(
     if gamma != 1.0:
         v.pow_(gamma)
     return v.mul_(max_sigma - min_sigma).add_(min_sigma)
+
+
+@functools.cache
+def _luma_weights(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:data:`REC709_LUMA` on ``device``, made once per dtype and device.
+
+    A fresh copy per call would make every luminance wait for a host-to-device transfer,
+    which a CUDA graph cannot record.
+    """
+    return torch.tensor(REC709_LUMA, dtype=dtype, device=device)

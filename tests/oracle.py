@@ -18,9 +18,16 @@ NUMPY_PAD = {"reflect": "reflect", "replicate": "edge", "constant": "constant"}
 
 
 def loop_blur(
-    image: np.ndarray, sigma: np.ndarray, truncate: float = 3.0, border: str = "reflect"
+    image: np.ndarray,
+    sigma: np.ndarray,
+    truncate: float = 3.0,
+    border: str = "reflect",
+    max_radius: int | None = None,
 ) -> np.ndarray:
-    """``image (C, H, W)``, ``sigma (H, W)`` -> ``(C, H, W)`` float64, one pixel at a time."""
+    """``image (C, H, W)``, ``sigma (H, W)`` -> ``(C, H, W)`` float64, one pixel at a time.
+
+    ``max_radius`` cuts every window to that radius (the weights stay each pixel's own).
+    """
     image = np.asarray(image, dtype=np.float64)
     sigma = np.asarray(sigma, dtype=np.float64)
     channels, height, width = image.shape
@@ -31,6 +38,8 @@ def loop_blur(
         for x in range(width):
             s = float(sigma[y, x])
             r = int(math.floor(truncate * s + 0.5))
+            if max_radius is not None:
+                r = min(r, max_radius)
             if r == 0:
                 out[:, y, x] = image[:, y, x]
                 continue

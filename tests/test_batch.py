@@ -975,6 +975,31 @@ def test_batch_spreads_files_over_every_gpu(capsys, work, rng):
     assert {entry["device"] for entry in read_report(work / "r1.json")["files"]} == {"cuda:1"}
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("with_map", [False, True], ids=["own-sigma", "map-file"])
+def test_gpu_batch_of_repeated_shapes_gives_what_run_gives(capsys, work, rng, with_map):
+    """Repeated shapes replay a recorded CUDA graph (adaptiveblur.graphs): same bytes."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    names = []
+    for index in range(4):
+        for mode, size in (("RGB", (31, 17)), ("RGBA", (12, 40)), ("L", (31, 17))):
+            name = f"{mode}{index}.png"
+            make_image(work / "in" / name, rng, mode=mode, size=size)
+            names.append(name)
+    options = ["--max-sigma", "5", "--device", "cuda"]
+    if with_map:
+        make_image(work / "map.png", rng, mode="L", size=(9, 7))
+        options += ["--map", "map.png", "--resize-map"]
+    code, _, err = cli(capsys, "batch", "in", "out", "--jobs", "3", *options)
+    assert code == 0, err
+    for name in names:
+        assert cli(capsys, "run", f"in/{name}", "single.png", *options)[0] == 0
+        assert (work / "out" / name).read_bytes() == (work / "single.png").read_bytes(), name
+
+
 # ---- one sigma map file for every image -------------------------------------------------
 
 

@@ -70,6 +70,66 @@ def test_varying_sigma_equals_loop(device, backend, rng, border, height, width):
     np.testing.assert_allclose(out.double().numpy(), expected, atol=EXACT, rtol=0)
 
 
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (7, 13), (16, 11)])
+def test_sigma_bound_changes_nothing_below_it(device, backend, rng, height, width):
+    image = torch.from_numpy(rng.random((2, height, width))).float()
+    bound = float(rng.uniform(2.0, 6.0))  # radii up to 18: wider than the image
+    sigma = rng.uniform(0.0, bound, (height, width)).astype(np.float32)
+    sigma[rng.random((height, width)) < 0.2] = 0.0
+    options = {"device": device, "backend": backend}
+    out = adaptive_blur(image, torch.from_numpy(sigma), sigma_bound=bound, **options)
+    expected = loop_blur(image.double().numpy(), sigma)
+    np.testing.assert_allclose(out.double().numpy(), expected, atol=EXACT, rtol=0)
+
+
+def test_sigma_bound_in_several_tiles(rng):
+    image = torch.from_numpy(rng.random((2, 70, 45))).float()
+    sigma = rng.uniform(0.0, 5.0, (70, 45)).astype(np.float32)
+    tiles: list[int] = []
+    out = adaptive_blur(
+        image,
+        torch.from_numpy(sigma),
+        sigma_bound=5.0,
+        max_memory=4096,  # 32 x 32 tiles, each with the bound's halo of 15
+        progress=lambda done, total: tiles.append(total),
+    )
+    assert tiles[-1] > 1
+    expected = loop_blur(image.double().numpy(), sigma)
+    np.testing.assert_allclose(out.double().numpy(), expected, atol=EXACT, rtol=0)
+
+
+def test_sigma_bound_cuts_larger_windows_to_its_own(device, backend, rng):
+    image = rng.random((3, 9, 14))
+    sigma = rng.uniform(0.0, 4.0, (9, 14)).astype(np.float32)
+    bound = 1.7  # radius 5 at truncate 3: many pixels are above it
+    out = adaptive_blur(
+        torch.from_numpy(image).float(),
+        torch.from_numpy(sigma),
+        sigma_bound=bound,
+        device=device,
+        backend=backend,
+    )
+    expected = loop_blur(image, sigma, max_radius=5)
+    np.testing.assert_allclose(out.double().numpy(), expected, atol=EXACT, rtol=0)
+
+
+def test_sigma_bound_with_the_fast_method_stays_within_its_bound(rng):
+    from adaptiveblur.ops.fast import ERROR_BOUND
+
+    image = rng.random((1, 40, 57))
+    sigma = rng.uniform(0.0, 7.0, (40, 57)).astype(np.float32)
+    out = adaptive_blur(
+        torch.from_numpy(image).float(), torch.from_numpy(sigma), method="fast", sigma_bound=7.0
+    )
+    assert np.abs(out.double().numpy() - loop_blur(image, sigma)).max() <= ERROR_BOUND + 1e-5
+
+
+@pytest.mark.parametrize("bound", [-1.0, math.nan, math.inf, "4", True])
+def test_bad_sigma_bound_is_refused(bound):
+    with pytest.raises(InvalidParameterError, match="sigma_bound"):
+        adaptive_blur(torch.ones(1, 4, 4), 1.0, sigma_bound=bound)
+
+
 def test_float64_is_exact_to_float64(rng):
     image = rng.random((3, 9, 14))
     sigma = rng.uniform(0.0, 3.0, (9, 14))

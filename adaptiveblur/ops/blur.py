@@ -29,6 +29,7 @@ def adaptive_blur(
     backend: str | None = None,
     max_memory: int | None = None,
     progress: ProgressCallback | None = None,
+    sigma_bound: float | None = None,
 ) -> torch.Tensor:
     """Blur every pixel with its own Gaussian (gather model).
 
@@ -55,6 +56,12 @@ def adaptive_blur(
         max_memory: bytes the temporaries may take at once (default 1 GiB). Tiles
             and window chunks are sized to fit, for any image size and sigma.
         progress: called as ``progress(tiles_done, tiles_total)`` after each tile.
+        sigma_bound: a number no sigma exceeds, when the caller knows one (the pipeline
+            knows ``max_sigma``). Then nothing is read back from the sigma map: on a
+            GPU the whole call is queued without waiting for it (so it can be recorded
+            in a CUDA graph), and every tile gets this bound's window as its halo. The
+            map is trusted: not checked for NaN, infinity or negative values, and a
+            pixel above the bound gets the bound's window (its own sigma's weights).
 
     Returns:
         Tensor of the image's shape, dtype and device. Computed in float32
@@ -72,8 +79,15 @@ def adaptive_blur(
         True
     """
     batched = _check_image(image)
-    sigma_map = _check_sigma(sigma, batched)
+    sigma_map = _check_sigma(sigma, batched, checked_values=sigma_bound is None)
     check_blur_options(truncate, border, max_memory)
+    if sigma_bound is not None and not (
+        isinstance(sigma_bound, (int, float))
+        and not isinstance(sigma_bound, bool)
+        and math.isfinite(sigma_bound)
+        and sigma_bound >= 0
+    ):
+        raise InvalidParameterError(f"expected sigma_bound >= 0, got {sigma_bound!r}")
     target = resolve_device(device, fallback=image.device)
     chosen = choose_backend(method, backend, target)
     compute_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
@@ -90,12 +104,14 @@ def adaptive_blur(
         chosen = choose_backend("exact", "reference", target)
 
     budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
-    widest = 2 * radius_for(float(sigma_map.detach().max()), truncate) + 1
+    largest = float(sigma_map.detach().max()) if sigma_bound is None else sigma_bound
+    halo = None if sigma_bound is None else radius_for(sigma_bound, truncate)
+    widest = 2 * radius_for(largest, truncate) + 1
     per_pixel = chosen.bytes_per_pixel(batch, channels, widest, source.element_size())
     tiles = plan_tiles(height, width, tile_side(per_pixel, budget, height, width))
     output = torch.empty_like(source) if len(tiles) > 1 else source
     for done, tile in enumerate(tiles, start=1):
-        arguments = (source, sigma_map, tile, truncate, border, chosen.blur_tile, budget)
+        arguments = (source, sigma_map, tile, truncate, border, chosen.blur_tile, budget, halo)
         if differentiable:
             blurred = checkpoint(_blur_one_tile, *arguments, use_reentrant=False)
         else:
@@ -119,11 +135,19 @@ def _blur_one_tile(
     border: str,
     blur_tile: Callable[..., torch.Tensor],
     budget: int,
+    halo: int | None,
 ) -> torch.Tensor:
-    """Read ``tile`` with the halo its largest radius needs and blur it."""
+    """Read ``tile`` with a halo and blur it.
+
+    The halo is the largest radius in the tile (read back) unless ``halo`` is given; then
+    no radius exceeds it.
+    """
     tile_sigma = sigma_map[..., tile.y0 : tile.y1, tile.x0 : tile.x1]
     tile_radius = radius_map(tile_sigma.detach(), truncate)
-    halo = int(tile_radius.max())
+    if halo is None:
+        halo = int(tile_radius.max())
+    else:
+        tile_radius = tile_radius.clamp_(0, halo)
     padded = read_window(
         source, tile.y0 - halo, tile.y1 + halo, tile.x0 - halo, tile.x1 + halo, border
     )
@@ -146,7 +170,9 @@ def _check_image(image: torch.Tensor) -> torch.Tensor:
     return image if image.dim() == 4 else image.unsqueeze(0)
 
 
-def _check_sigma(sigma: torch.Tensor | float, image: torch.Tensor) -> torch.Tensor:
+def _check_sigma(
+    sigma: torch.Tensor | float, image: torch.Tensor, *, checked_values: bool = True
+) -> torch.Tensor:
     batch, _, height, width = image.shape
     if not isinstance(sigma, torch.Tensor):
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
@@ -168,6 +194,8 @@ def _check_sigma(sigma: torch.Tensor | float, image: torch.Tensor) -> torch.Tens
         )
     if not sigma.is_floating_point():
         sigma = sigma.to(torch.float32)
+    if not checked_values:  # the caller vouches for them (see adaptive_blur's sigma_bound)
+        return sigma
     finite = torch.isfinite(sigma.detach())
     if not bool(finite.all()):
         raise InvalidParameterError("expected finite sigma values, got NaN or infinity")
