@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,12 +27,14 @@ DeviceFunction = Callable[[torch.Tensor], torch.Tensor]
 class ShapeGraphs:
     """Recorded graphs of device functions, one per key (input shape and what else matters).
 
-    A key is recorded the second time it comes, so one-off shapes run as they are
-    without paying for a recording. Each recording holds GPU memory of its own (about
-    what one run of the function takes), so at most ``capacity`` are kept, of inputs up
-    to ``max_bytes`` (larger images spend their time on the GPU, where a graph saves
-    little); a key whose recording was dropped (the least recently used goes first) or
-    failed runs as it is from then on, so mixed shapes never record over and over.
+    A key is recorded the third time it comes: recording costs about one more run, which
+    replays win back only if the key keeps coming (a batch whose shapes each came twice
+    ran 12 % slower when they were recorded at the second). Each recording holds GPU
+    memory of its own (about what one run of the function takes), so at most
+    ``capacity`` are kept, of inputs up to ``max_bytes`` (larger images spend their time
+    on the GPU, where a graph saves little). A key is recorded once at most: one whose
+    recording was dropped (the least recently used goes first) or failed runs as it is
+    from then on, so mixed shapes never record over and over.
 
     Not thread-safe: one caller at a time per device (the batch holds a device token).
     """
@@ -40,16 +43,23 @@ class ShapeGraphs:
         self,
         device: torch.device,
         *,
+        record_at: int = 3,
         capacity: int = 4,
         max_bytes: int = 16 << 20,
         remembered: int = 256,
     ) -> None:
         self.device = device
+        if record_at < 2:
+            raise ValueError(f"expected record_at >= 2 (earlier runs compile), got {record_at}")
+        self._record_at = record_at
         self._capacity = capacity
         self._max_bytes = max_bytes
         self._remembered = remembered
         self._recordings: OrderedDict[Hashable, _Recording] = OrderedDict()
-        self._seen: OrderedDict[Hashable, bool] = OrderedDict()  # key -> may be recorded
+        # key -> sightings so far; None once recorded (or too large): never again
+        self._seen: OrderedDict[Hashable, int | None] = OrderedDict()
+        self._stream: torch.cuda.Stream | None = None  # made with the first recording
+        self._pool: Any = None  # torch.cuda.graph_pool_handle()
 
     @property
     def recorded(self) -> tuple[Hashable, ...]:
@@ -66,19 +76,52 @@ class ShapeGraphs:
         if recording is not None:
             self._recordings.move_to_end(key)
             return recording.replay(samples)
-        recordable = self._seen.pop(key, None)
-        # None the first time, True the second: a key is recorded once at most.
-        self._seen[key] = recordable is None and samples.nbytes <= self._max_bytes
+        sightings = self._seen.pop(key, 0)
+        if sightings is not None:
+            sightings = sightings + 1 if samples.nbytes <= self._max_bytes else None
+        record = sightings == self._record_at
+        self._seen[key] = None if record else sightings  # recorded once at most
         while len(self._seen) > self._remembered:
             self._seen.popitem(last=False)
-        if not recordable:  # first time (None), too large, dropped or failed (False)
+        if not record:
             return function(torch.from_numpy(samples).to(self.device)).cpu().numpy()
-        recording, result = _Recording.record(function, samples, self.device)
-        if recording is not None:  # None: something in it waits on the GPU
-            self._recordings[key] = recording
-            while len(self._recordings) > self._capacity:
-                self._recordings.popitem(last=False)
-        return result
+        recording = self._record(function, samples)
+        if recording is None:  # something in it waits on the GPU
+            return function(torch.from_numpy(samples).to(self.device)).cpu().numpy()
+        self._recordings[key] = recording
+        while len(self._recordings) > self._capacity:
+            self._recordings.popitem(last=False)
+        return recording.replay(samples)
+
+    def _record(self, function: DeviceFunction, samples: np.ndarray) -> _Recording | None:
+        """Record ``function`` for inputs like ``samples`` (``None`` if it cannot be recorded).
+
+        The runs before it compiled its kernels and made its library workspaces, which a
+        recording cannot do. Not ``torch.cuda.graph()``: it also collects garbage and
+        empties the memory cache each time. All recordings share one memory pool and one
+        stream, so a recording seldom allocates device memory afresh (which waits for the
+        GPU): safe because replays run one at a time and each result is copied out
+        before the next.
+        """
+        with torch.cuda.device(self.device):
+            if self._stream is None:
+                self._stream = torch.cuda.Stream()
+                self._pool = torch.cuda.graph_pool_handle()
+            source = torch.from_numpy(samples).to(self.device)
+            graph = torch.cuda.CUDAGraph()
+            self._stream.wait_stream(torch.cuda.current_stream())
+            try:
+                with torch.cuda.stream(self._stream):
+                    # thread_local: other threads may use other GPUs (or the CPU) meanwhile.
+                    graph.capture_begin(pool=self._pool, capture_error_mode="thread_local")
+                    try:
+                        result = function(source)
+                    finally:
+                        graph.capture_end()
+            except RuntimeError:
+                return None
+            torch.cuda.current_stream().wait_stream(self._stream)
+        return _Recording(graph, source, result, function)
 
 
 class _Recording:
@@ -95,32 +138,6 @@ class _Recording:
         self._source = source
         self._result = result
         self._function = function  # keeps alive the tensors its closures lend the graph
-
-    @classmethod
-    def record(
-        cls, function: DeviceFunction, samples: np.ndarray, device: torch.device
-    ) -> tuple[_Recording | None, np.ndarray]:
-        """Run ``function`` on ``samples`` as it is, then record it.
-
-        Returns the recording (``None`` if it cannot be recorded) and that first result.
-        """
-        source = torch.from_numpy(samples).to(device)
-        with torch.cuda.device(device):
-            # The first run goes on a side stream, as recording wants (kernels compiled,
-            # library workspaces made).
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                first = function(source).cpu().numpy()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            try:
-                # thread_local: other threads may use other GPUs (or the CPU) meanwhile.
-                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                    result = function(source)
-            except RuntimeError:
-                return None, first
-        return cls(graph, source, result, function), first
 
     def replay(self, samples: np.ndarray) -> np.ndarray:
         """The recorded function of ``samples`` (of the recorded shape and dtype)."""
