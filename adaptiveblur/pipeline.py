@@ -403,6 +403,7 @@ def run_batch(
     overwrite: bool = False,
     max_pixels: int | None = io.DEFAULT_MAX_PIXELS,
     on_outcome: Callable[[Outcome], None] | None = None,
+    cuda_graphs: bool = True,
 ) -> BatchSummary:
     """Blur many files; one bad file never stops the others.
 
@@ -412,6 +413,8 @@ def run_batch(
     shared out over that many worker processes, each with its own interpreter lock (see
     :mod:`adaptiveblur.workers`). Existing outputs are skipped unless ``overwrite``;
     outputs are written atomically, so an interrupted batch resumes where it stopped.
+    With ``cuda_graphs``, image sizes that keep coming replay a recorded CUDA graph of
+    their blur where the fused Triton kernel does it (see :mod:`adaptiveblur.graphs`).
 
     Raises:
         InvalidParameterError: bad settings (before any file is touched).
@@ -438,6 +441,7 @@ def run_batch(
         quality,
         overwrite,
         max_pixels,
+        cuda_graphs,
     )
     summary = BatchSummary()
 
@@ -475,6 +479,7 @@ class BatchJob:
     quality: int
     overwrite: bool
     max_pixels: int | None
+    cuda_graphs: bool = True
 
     def worker(self, torch_threads: int | None = None) -> Callable[[Task], Outcome]:
         """The function that takes one task from file to file (thread-safe, one per process).
@@ -494,7 +499,7 @@ class BatchJob:
         graphs = {
             device: ShapeGraphs(torch.device(device))
             for device in self.devices
-            if _recordable(settings, device)
+            if self.cuda_graphs and _recordable(settings, device)
         }
 
         @functools.lru_cache(maxsize=4)

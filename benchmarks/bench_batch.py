@@ -26,6 +26,8 @@ batch, ``pipeline.run_batch`` over the N images and decode + encode alone run th
 ``--jobs`` and ``--processes`` value. Images/s count from the J-th result to the last, so the
 start-up of worker processes is left out (the "whole" column has it in). Differences of
 whole-process walls are noisy when start-up is several seconds (a GPU host); this is not.
+``--without-graphs`` adds the batch without recorded CUDA graphs (``run_batch(cuda_graphs=False)``)
+to the same alternation.
 
 ``--backend``, ``--method`` and ``--device`` are passed to the command. ``--register
 NAME=MODULE[@DEVICES]`` previews a backend that ``adaptiveblur/ops/backends.py`` does not list
@@ -36,6 +38,7 @@ script (same code path otherwise). Prints one table on stdout; progress goes to 
     python benchmarks/bench_batch.py --register native=adaptiveblur.ops.native@cpu --backend native
     python benchmarks/bench_batch.py --device cuda --jobs 2,4,8
     python benchmarks/bench_batch.py --steady --device cuda --count 384 --jobs 8,16 --processes 1,2,4
+    python benchmarks/bench_batch.py --steady --device cuda --count 384 --jobs 16 --without-graphs
 """
 
 from __future__ import annotations
@@ -202,6 +205,11 @@ def main() -> None:
     parser.add_argument(
         "--processes", default="1", help="with --steady: worker-process counts (default 1)"
     )
+    parser.add_argument(
+        "--without-graphs",
+        action="store_true",
+        help="with --steady: also the batch without recorded CUDA graphs",
+    )
     args = parser.parse_args()
     if args.steady:
         run_steady(args)
@@ -305,7 +313,9 @@ def run_steady(args: argparse.Namespace) -> None:
         log(f"making {args.count} images in {work / 'in'} ...")
         paths = make_images(work / "in", args.count, args.seed)
 
-        def batch_rates(jobs: int, processes: int, chosen: list[Path]) -> tuple[float, float]:
+        def batch_rates(
+            jobs: int, processes: int, chosen: list[Path], graphs: bool = True
+        ) -> tuple[float, float]:
             out = work / "out"
             shutil.rmtree(out, ignore_errors=True)
             tasks = [Task(str(p), p.name, str(out / p.name)) for p in chosen]
@@ -317,6 +327,7 @@ def run_steady(args: argparse.Namespace) -> None:
                 jobs=jobs,
                 processes=processes,
                 on_outcome=clock.tick,
+                cuda_graphs=graphs,
             )
             if summary.count("done") != len(chosen):
                 sys.exit(f"expected {len(chosen)} images done, got {summary.count('done')}")
@@ -351,25 +362,31 @@ def run_steady(args: argparse.Namespace) -> None:
             f"{'jobs':>4} {'procs':>5} | {'batch steady':>12} {'whole':>6} | "
             f"{'decode+encode steady':>20} {'whole':>6} | {'ratio':>5}"
         )
+        if args.without_graphs:
+            header += f" | {'no graphs':>9} {'ratio':>5}"
         print(header)
         print("-" * len(header))
         best_batch = best_codec = 0.0
         for jobs in job_values_of(args):
             for processes in process_values:
-                batches, codecs = [], []
+                batches, codecs, plain = [], [], []
                 for _ in range(args.repeat):
                     batches.append(batch_rates(jobs, processes, paths))
                     codecs.append(codec_rates(jobs, processes))
+                    if args.without_graphs:
+                        plain.append(batch_rates(jobs, processes, paths, graphs=False)[0])
                 steady, whole = (statistics.median(values) for values in zip(*batches, strict=True))
                 codec, codec_whole = (
                     statistics.median(values) for values in zip(*codecs, strict=True)
                 )
                 best_batch, best_codec = max(best_batch, steady), max(best_codec, codec)
-                print(
+                row = (
                     f"{jobs:>4} {processes:>5} | {steady:12.1f} {whole:6.1f} | "
-                    f"{codec:20.1f} {codec_whole:6.1f} | {steady / codec:5.2f}",
-                    flush=True,
+                    f"{codec:20.1f} {codec_whole:6.1f} | {steady / codec:5.2f}"
                 )
+                if plain:
+                    row += f" | {statistics.median(plain):9.1f} {statistics.median(plain) / codec:5.2f}"
+                print(row, flush=True)
         print(
             f"\nbest batch {best_batch:.1f} img/s against the best decode + encode alone "
             f"{best_codec:.1f} img/s: {best_batch / best_codec:.0%} (GPU-host target >= "
