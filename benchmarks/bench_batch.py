@@ -27,7 +27,8 @@ batch, ``pipeline.run_batch`` over the N images and decode + encode alone run th
 start-up of worker processes is left out (the "whole" column has it in). Differences of
 whole-process walls are noisy when start-up is several seconds (a GPU host); this is not.
 ``--without-graphs`` adds the batch without recorded CUDA graphs (``run_batch(cuda_graphs=False)``)
-to the same alternation.
+to the same alternation; ``--each-size K`` gives every K images a size of their own (K = 2 or 3:
+sizes recorded and hardly replayed, the graphs' worst case).
 
 ``--backend``, ``--method`` and ``--device`` are passed to the command. ``--register
 NAME=MODULE[@DEVICES]`` previews a backend that ``adaptiveblur/ops/backends.py`` does not list
@@ -39,6 +40,8 @@ script (same code path otherwise). Prints one table on stdout; progress goes to 
     python benchmarks/bench_batch.py --device cuda --jobs 2,4,8
     python benchmarks/bench_batch.py --steady --device cuda --count 384 --jobs 8,16 --processes 1,2,4
     python benchmarks/bench_batch.py --steady --device cuda --count 384 --jobs 16 --without-graphs
+    python benchmarks/bench_batch.py --steady --device cuda --count 192 --jobs 16 --without-graphs \
+        --each-size 3
 """
 
 from __future__ import annotations
@@ -91,8 +94,12 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def make_images(folder: Path, count: int, seed: int) -> list[Path]:
-    """``count`` different 1 MP photos, even ones PNG and odd ones JPEG (quality 95)."""
+def make_images(folder: Path, count: int, seed: int, each_size: int = 0) -> list[Path]:
+    """``count`` different 1 MP photos, even ones PNG and odd ones JPEG (quality 95).
+
+    All ``SIDE x SIDE``, or with ``each_size`` K > 0: every K of them (in a shuffled
+    order) share a size of their own, ``SIDE`` wide and a little less high.
+    """
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -104,8 +111,9 @@ def make_images(folder: Path, count: int, seed: int) -> list[Path]:
         left, top = (int(value) for value in rng.integers(0, margin + 1, 2))
         right = width - int(rng.integers(0, margin + 1))
         bottom = height - int(rng.integers(0, margin + 1))
+        height = SIDE - index // each_size if each_size > 0 else SIDE
         picture = photo.crop((left, top, right, bottom)).resize(
-            (SIDE, SIDE), Image.Resampling.BICUBIC
+            (SIDE, height), Image.Resampling.BICUBIC
         )
         if rng.random() < 0.5:
             picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -119,6 +127,8 @@ def make_images(folder: Path, count: int, seed: int) -> list[Path]:
             path = folder / f"photo{index:03d}.jpg"
             picture.save(path, format="JPEG", quality=95)
         paths.append(path)
+    if each_size > 0:
+        rng.shuffle(paths)
     return paths
 
 
@@ -204,6 +214,12 @@ def main() -> None:
     parser.add_argument("--steady", action="store_true", help="in-process steady state (above)")
     parser.add_argument(
         "--processes", default="1", help="with --steady: worker-process counts (default 1)"
+    )
+    parser.add_argument(
+        "--each-size",
+        type=int,
+        default=0,
+        help="with --steady: every K images share a size of their own (default: all one size)",
     )
     parser.add_argument(
         "--without-graphs",
@@ -311,7 +327,7 @@ def run_steady(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_batch-") as folder:
         work = Path(args.workdir or folder)
         log(f"making {args.count} images in {work / 'in'} ...")
-        paths = make_images(work / "in", args.count, args.seed)
+        paths = make_images(work / "in", args.count, args.seed, args.each_size)
 
         def batch_rates(
             jobs: int, processes: int, chosen: list[Path], graphs: bool = True
@@ -351,7 +367,9 @@ def run_steady(args: argparse.Namespace) -> None:
         print(f"machine: {machine(args.device or 'auto')}")
         print(
             f"devices {devices}; max σ {args.max_sigma}; {args.count} images "
-            f"({SIDE}x{SIDE}, half PNG, half JPEG); median of {args.repeat} run(s)"
+            f"({SIDE}x{SIDE}, half PNG, half JPEG"
+            + (f"; every {args.each_size} a size of their own" if args.each_size > 0 else "")
+            + f"); median of {args.repeat} run(s)"
         )
         print(
             "steady img/s: (N - J) / (time of the last result - time of the J-th), J = --jobs "
