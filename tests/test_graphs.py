@@ -72,13 +72,8 @@ def test_work_that_reads_back_runs_as_it_is(rng):
 def test_recorded_blur_is_blur_image(rng, mode, depth, size, options):
     settings = BlurSettings(max_sigma=6.0, device="cuda:0", **options)
     graphs = ShapeGraphs(torch.device("cuda:0"))
-    dtype = np.uint8 if depth == 8 else np.uint16
-    height, width = size
-    for _ in range(5):  # twice as it is, recorded, replayed twice
-        samples = rng.integers(0, 1 << depth, (height, width, len(mode)), dtype=dtype)
-        image = abio.Image(pixels=samples, mode=mode, bit_depth=depth)
-        out = _blur_recorded(image, None, settings, graphs).pixels
-        np.testing.assert_array_equal(out, blur_image(image, None, settings).pixels)
+    # Twice as it is, recorded, replayed twice.
+    assert_recorded_is_blur_image(graphs, settings, [size] * 5, rng, mode=mode, depth=depth)
     assert len(graphs.recorded) == 1
 
 
@@ -86,12 +81,7 @@ def test_recorded_blur_with_a_map(rng):
     settings = BlurSettings(max_sigma=3.0, device="cuda:0")
     graphs = ShapeGraphs(torch.device("cuda:0"))
     sigma = torch.from_numpy(rng.uniform(0.0, 3.0, (21, 15))).float()
-    on_gpu = sigma.cuda()
-    for _ in range(4):
-        samples = rng.integers(0, 256, (21, 15, 3), dtype=np.uint8)
-        image = abio.Image(pixels=samples, mode="RGB", bit_depth=8)
-        out = _blur_recorded(image, on_gpu, settings, graphs).pixels
-        np.testing.assert_array_equal(out, blur_image(image, sigma, settings).pixels)
+    assert_recorded_is_blur_image(graphs, settings, [(21, 15)] * 4, rng, sigma=sigma)
     assert len(graphs.recorded) == 1
 
 
@@ -101,12 +91,28 @@ def test_recordings_of_several_shapes_replay_in_any_order(rng):
     graphs = ShapeGraphs(torch.device("cuda:0"))
     sizes = [(23, 31), (40, 9), (17, 17)]
     order = sizes * 3 + [sizes[i] for i in rng.integers(0, 3, 12)]
-    for height, width in order:
-        samples = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        image = abio.Image(pixels=samples, mode="RGB", bit_depth=8)
-        out = _blur_recorded(image, None, settings, graphs).pixels
-        np.testing.assert_array_equal(out, blur_image(image, None, settings).pixels)
+    assert_recorded_is_blur_image(graphs, settings, order, rng)
     assert len(graphs.recorded) == 3
+
+
+def assert_recorded_is_blur_image(
+    graphs: ShapeGraphs,
+    settings: BlurSettings,
+    sizes: list[tuple[int, int]],
+    rng: np.random.Generator,
+    *,
+    mode: str = "RGB",
+    depth: int = 8,
+    sigma: torch.Tensor | None = None,
+) -> None:
+    """Random images of ``sizes`` in turn through ``graphs``: each gives what blur_image gives."""
+    dtype = np.uint8 if depth == 8 else np.uint16
+    on_gpu = None if sigma is None else sigma.cuda()  # one map for all, as in a batch
+    for height, width in sizes:
+        samples = rng.integers(0, 1 << depth, (height, width, len(mode)), dtype=dtype)
+        image = abio.Image(pixels=samples, mode=mode, bit_depth=depth)
+        out = _blur_recorded(image, on_gpu, settings, graphs).pixels
+        np.testing.assert_array_equal(out, blur_image(image, sigma, settings).pixels)
 
 
 def test_recording_needs_earlier_runs():
