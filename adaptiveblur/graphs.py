@@ -27,14 +27,14 @@ DeviceFunction = Callable[[torch.Tensor], torch.Tensor]
 class ShapeGraphs:
     """Recorded graphs of device functions, one per key (input shape and what else matters).
 
-    A key is recorded the third time it comes: recording costs about one more run, which
-    replays win back only if the key keeps coming (a batch whose shapes each came twice
-    ran 12 % slower when they were recorded at the second). Each recording holds GPU
-    memory of its own (about what one run of the function takes), so at most
-    ``capacity`` are kept, of inputs up to ``max_bytes`` (larger images spend their time
-    on the GPU, where a graph saves little). A key is recorded once at most: one whose
-    recording was dropped (the least recently used goes first) or failed runs as it is
-    from then on, so mixed shapes never record over and over.
+    A key is recorded the third time it comes: recording costs about one more pass of
+    launches, which replays win back only if the key keeps coming (a first version, which
+    recorded at the second, ran a batch whose sizes each came twice 12 % slower). The
+    recordings keep GPU memory (one shared pool, about what the largest one's run takes),
+    so at most ``capacity`` are kept, of inputs up to ``max_bytes`` (larger images spend
+    their time on the GPU, where a graph saves little). A key is recorded once at most:
+    one whose recording was dropped (the least recently used goes first) or failed runs
+    as it is from then on, so mixed shapes never record over and over.
 
     Not thread-safe: one caller at a time per device (the batch holds a device token).
     """
