@@ -83,10 +83,8 @@ class ShapeGraphs:
         self._seen[key] = None if record else sightings  # recorded once at most
         while len(self._seen) > self._remembered:
             self._seen.popitem(last=False)
-        if not record:
-            return function(torch.from_numpy(samples).to(self.device)).cpu().numpy()
-        recording = self._record(function, samples)
-        if recording is None:  # something in it waits on the GPU
+        recording = self._record(function, samples) if record else None
+        if recording is None:  # not (yet) recorded, or something in it waits on the GPU
             return function(torch.from_numpy(samples).to(self.device)).cpu().numpy()
         self._recordings[key] = recording
         while len(self._recordings) > self._capacity:
