@@ -14,6 +14,7 @@ nothing back (see ``adaptive_blur``'s ``sigma_bound``).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -36,7 +37,7 @@ class ShapeGraphs:
     one whose recording was dropped (the least recently used goes first) or failed runs
     as it is from then on, so mixed shapes never record over and over.
 
-    Not thread-safe: one caller at a time per device (the batch holds a device token).
+    Thread-safe: calls take turns (a recording's input and output are fixed tensors).
     """
 
     def __init__(
@@ -60,6 +61,8 @@ class ShapeGraphs:
         self._seen: OrderedDict[Hashable, int | None] = OrderedDict()
         self._stream: torch.cuda.Stream | None = None  # made with the first recording
         self._pool: Any = None  # torch.cuda.graph_pool_handle()
+        # The batch holds one token per device, but `--devices 0,0` gives two for one GPU.
+        self._lock = threading.Lock()
 
     @property
     def recorded(self) -> tuple[Hashable, ...]:
@@ -72,6 +75,10 @@ class ShapeGraphs:
         ``function`` must be the same computation whenever ``key`` is (its closures
         included); it gets a device tensor of ``samples``' shape and dtype.
         """
+        with self._lock:
+            return self._run(key, function, samples)
+
+    def _run(self, key: Hashable, function: DeviceFunction, samples: np.ndarray) -> np.ndarray:
         recording = self._recordings.get(key)
         if recording is not None:
             self._recordings.move_to_end(key)
