@@ -4,7 +4,8 @@ Three questions, one mode each (stdout is the table; progress goes to stderr):
 
 ``python benchmarks/bench_fast.py`` (``--sizes``, ``--sigmas``, ``--device``, ``--repeat``)
     Time and accuracy on a natural photo (``sample_images/astronaut.jpg`` resized) with
-    ``sigma = max_sigma * luminance``: fast time (median of ``--repeat`` runs after a
+    ``sigma = max_sigma * luminance`` (``--map constant``: ``max_sigma`` everywhere;
+    ``--map octave``: ``max_sigma * 2**(luminance - 1)``, one octave wide): fast time (median of ``--repeat`` runs after a
     warm-up), exact time where it takes under ``--exact-seconds`` (else estimated from a
     crop, marked ``~``), PSNR, max error in LSB (1/255) and the largest difference of
     the 8-bit roundings, measured on a centre crop against a float64 exact reference;
@@ -51,6 +52,7 @@ from adaptiveblur.ops import backends, fast, reference
 FAST_BACKEND = "levels"
 PHOTO = Path(__file__).resolve().parents[1] / "sample_images" / "astronaut.jpg"
 REC709 = (0.2126, 0.7152, 0.0722)
+SIGMA_MAPS = ("luminance", "constant", "octave")
 
 
 def main() -> None:
@@ -61,6 +63,12 @@ def main() -> None:
         "--sizes", default="1024x1024,4000x3000", help="WxH list (default: 1 MP and 12 MP)"
     )
     parser.add_argument("--sigmas", default="2,4,8,16,32", help="max-sigma list")
+    parser.add_argument(
+        "--map",
+        choices=SIGMA_MAPS,
+        default="luminance",
+        help="sigma map: max-sigma x luminance, max-sigma everywhere, or one octave below it",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
@@ -145,6 +153,7 @@ def run_table(sizes: list[tuple[int, int]], sigmas: list[float], args: argparse.
     print(
         f"of {args.crop}x{args.crop} against float64 {reference_name()}; median of {args.repeat} runs"
     )
+    print(f"sigma map: {args.map}")
     header = (
         f"{'size':>11} {'max σ':>6} {'fast s':>8} {'exact s':>9} {'speed-up':>8} "
         f"{'PSNR dB':>8} {'max LSB':>8} {'8-bit Δ':>7} {'GPU MiB':>8}"
@@ -156,7 +165,7 @@ def run_table(sizes: list[tuple[int, int]], sigmas: list[float], args: argparse.
         luminance = (image * torch.tensor(REC709, device=device)[:, None, None]).sum(0)
         times: dict[float, float] = {}
         for max_sigma in sigmas:
-            sigma = max_sigma * luminance
+            sigma = sigma_map(args.map, max_sigma, luminance)
             note(f"{width}x{height} max sigma {max_sigma:g}: fast")
             out, times[max_sigma] = timed(
                 functools.partial(adaptive_blur, image, sigma, method="fast", backend=FAST_BACKEND),
@@ -182,6 +191,15 @@ def run_table(sizes: list[tuple[int, int]], sigmas: list[float], args: argparse.
             high = max(times)
             low = 4.0 if 4.0 in times and high != 4.0 else min(times)
             print(f"{'':>11} time ratio max σ {high:g} / {low:g}: {times[high] / times[low]:.2f}")
+
+
+def sigma_map(kind: str, max_sigma: float, luminance: torch.Tensor) -> torch.Tensor:
+    """The table's sigma map (see ``--map``) from the photo's luminance in [0, 1]."""
+    if kind == "constant":
+        return torch.full_like(luminance, max_sigma)
+    if kind == "octave":
+        return max_sigma * torch.exp2(luminance - 1.0)
+    return max_sigma * luminance
 
 
 def peak_memory(image: torch.Tensor, sigma: torch.Tensor, device: torch.device) -> str:

@@ -50,8 +50,10 @@ on an H200, 0.03 s at ``max_sigma`` 4, 0.06 s at 32, 0.09 s at 128 (the fused Tr
 exact kernel: 0.03 s at 32, 0.39 s at 128); on 16 CPU threads, 0.94 s at 4 and 2.6 s at
 32 (the native exact backend: 0.12 s and 0.75 s). The fused exact backends are faster
 up to ``max_sigma`` ~50-100; this one is for larger sigmas and for devices without them.
-What grows with sigma is the levels: each costs about 2 ms (H200) or 0.3 s (2 CPU
-cores) at 12 MP, whatever its sigma.
+What grows is the level count, with the octaves the map spans above :data:`EXACT_RADIUS`'s
+sigma (each level costs the same whatever its sigma): a constant sigma 32 costs what a
+constant 4 does (0.019 s on the H200), a photo map from 0 to 32 about twice a map from 0 to 4
+(``bench_fast.py --map``).
 
 Error bound
 -----------
