@@ -9,7 +9,9 @@ Three questions, one mode each (stdout is the table; progress goes to stderr):
     warm-up), exact time where it takes under ``--exact-seconds`` (else estimated from a
     crop, marked ``~``), PSNR, max error in LSB (1/255) and the largest difference of
     the 8-bit roundings, measured on a centre crop against a float64 exact reference;
-    then the time ratio of the largest to the smallest max-sigma per size.
+    then the time ratio of the largest to the smallest max-sigma per size. ``--phases``
+    adds a line per row: one more run with each phase synchronised and timed (the exact
+    small windows, the levels with their FFTs, the stencil weights, the rest).
 ``--corpus``
     Max error against float64 exact on synthetic worst cases: step edges, a line, a dot,
     checkerboards, concentric square rings, binary noise, a photo; sigma maps smooth,
@@ -25,6 +27,9 @@ Three questions, one mode each (stdout is the table; progress goes to stderr):
     The worst case over *all* images with values in [0, 1]:
     ``0.5 * ||sum_k w_k K(s_k) - K(sigma)||_1`` for pixel sigmas in ``[3.17, --max-sigma]``
     and node grids in every position (``--truncate`` picks the window rule).
+
+``--levels-per-octave N`` changes the node density for any of the above, for analysis:
+the proven bound holds for the default (5) only.
 
 The exact reference is the native C backend in float64 when it builds here, else the
 reference backend in float64 (slow: use small crops).
@@ -84,6 +89,13 @@ def main() -> None:
         "--exact-seconds", type=float, default=30.0, help="time exact only when this fast"
     )
     parser.add_argument("--no-exact", action="store_true", help="skip exact timings and accuracy")
+    parser.add_argument("--phases", action="store_true", help="time the fast method's phases too")
+    parser.add_argument(
+        "--levels-per-octave",
+        type=int,
+        default=fast.LEVELS_PER_OCTAVE,
+        help="node density (analysis only: the bound holds for the default)",
+    )
     parser.add_argument("--corpus", action="store_true", help="synthetic worst cases against exact")
     parser.add_argument("--bound", action="store_true", help="proven worst case over all images")
     parser.add_argument("--design", action="store_true", help="worst cases of other designs")
@@ -97,6 +109,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     register_backends()
+    # setattr: a module constant, changed for this process only.
+    setattr(fast, "LEVELS_PER_OCTAVE", args.levels_per_octave)  # noqa: B010
     if args.design:
         run_design(args.truncate)
     elif args.bound:
@@ -153,7 +167,7 @@ def run_table(sizes: list[tuple[int, int]], sigmas: list[float], args: argparse.
     print(
         f"of {args.crop}x{args.crop} against float64 {reference_name()}; median of {args.repeat} runs"
     )
-    print(f"sigma map: {args.map}")
+    print(f"sigma map: {args.map}; {fast.LEVELS_PER_OCTAVE} levels per octave")
     header = (
         f"{'size':>11} {'max σ':>6} {'fast s':>8} {'exact s':>9} {'speed-up':>8} "
         f"{'PSNR dB':>8} {'max LSB':>8} {'8-bit Δ':>7} {'GPU MiB':>8}"
@@ -187,6 +201,8 @@ def run_table(sizes: list[tuple[int, int]], sigmas: list[float], args: argparse.
                 f"{speedup:>8} {accuracy[0]:>8} {accuracy[1]:>8} {accuracy[2]:>7} {memory:>8}",
                 flush=True,
             )
+            if args.phases:
+                print(f"{'':>11} phases: {phase_times(image, sigma, device)}", flush=True)
         if len(times) > 1:
             high = max(times)
             low = 4.0 if 4.0 in times and high != 4.0 else min(times)
@@ -200,6 +216,49 @@ def sigma_map(kind: str, max_sigma: float, luminance: torch.Tensor) -> torch.Ten
     if kind == "octave":
         return max_sigma * torch.exp2(luminance - 1.0)
     return max_sigma * luminance
+
+
+PHASES = {
+    "_blur_exact_small": "exact windows",
+    "_blur_levels": "levels",
+    "stencil_weights": "weights",
+    "infer_truncate": "truncate",
+    "_plan_subtiles": "plan",
+}
+
+
+def phase_times(image: torch.Tensor, sigma: torch.Tensor, device: torch.device) -> str:
+    """One fast run with the backend's phases wrapped: each synchronised and timed, in ms."""
+    spent = dict.fromkeys(PHASES.values(), 0.0)
+    originals = {name: getattr(fast, name) for name in PHASES}
+
+    def timing(name: str, function: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            synchronize(device)
+            start = time.perf_counter()
+            result = function(*args, **kwargs)
+            synchronize(device)
+            spent[PHASES[name]] += time.perf_counter() - start
+            return result
+
+        return wrapper
+
+    try:
+        for name, function in originals.items():
+            setattr(fast, name, timing(name, function))
+        synchronize(device)
+        start = time.perf_counter()
+        adaptive_blur(image, sigma, method="fast", backend=FAST_BACKEND)
+        synchronize(device)
+        total = time.perf_counter() - start
+    finally:
+        for name, function in originals.items():
+            setattr(fast, name, function)
+    rest = total - sum(spent.values())
+    return (
+        " ".join(f"{name} {ms * 1000:.1f}" for name, ms in spent.items())
+        + f" rest {rest * 1000:.1f} ms"
+    )
 
 
 def peak_memory(image: torch.Tensor, sigma: torch.Tensor, device: torch.device) -> str:
