@@ -5,10 +5,10 @@ Three questions, one mode each (stdout is the table; progress goes to stderr):
 ``python benchmarks/bench_fast.py`` (``--sizes``, ``--sigmas``, ``--device``, ``--repeat``)
     Time and accuracy on a natural photo (``sample_images/astronaut.jpg`` resized) with
     ``sigma = max_sigma * luminance`` (``--map constant``: ``max_sigma`` everywhere;
-    ``--map octave``: ``max_sigma * 2**(luminance - 1)``, one octave wide): fast time (median of ``--repeat`` runs after a
-    warm-up), exact time where it takes under ``--exact-seconds`` (else estimated from a
-    crop, marked ``~``), PSNR, max error in LSB (1/255) and the largest difference of
-    the 8-bit roundings, measured on a centre crop against a float64 exact reference;
+    ``--map octave``: ``max_sigma * 2**(luminance - 1)``, one octave wide): fast time
+    (median of ``--repeat`` runs after a warm-up), exact time where it takes under
+    ``--exact-seconds`` (else estimated from a crop, marked ``~``), PSNR, max error in LSB
+    (1/255) and the largest difference of the 8-bit roundings, measured on a centre crop against a float64 exact reference;
     then the time ratio of the largest to the smallest max-sigma per size. ``--phases``
     adds a line per row: one more run with each phase synchronised and timed (the exact
     small windows, the levels with their FFTs, the stencil weights, the rest).
@@ -256,7 +256,7 @@ def phase_times(image: torch.Tensor, sigma: torch.Tensor, device: torch.device) 
             setattr(fast, name, function)
     rest = total - sum(spent.values())
     return (
-        " ".join(f"{name} {ms * 1000:.1f}" for name, ms in spent.items())
+        " ".join(f"{name} {seconds * 1000:.1f}" for name, seconds in spent.items())
         + f" rest {rest * 1000:.1f} ms"
     )
 

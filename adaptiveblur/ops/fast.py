@@ -52,7 +52,7 @@ exact kernel: 0.03 s at 32, 0.39 s at 128); on 16 CPU threads, 0.94 s at 4 and 2
 up to ``max_sigma`` ~50-100; this one is for larger sigmas and for devices without them.
 What grows is the level count, with the octaves the map spans above :data:`EXACT_RADIUS`'s
 sigma (each level costs the same whatever its sigma): a constant sigma 32 costs what a
-constant 4 does (0.019 s on the H200), a photo map from 0 to 32 about twice a map from 0 to 4
+constant 4 does (about 0.02 s on the H200), a photo map from 0 to 32 about twice a map from 0 to 4
 (``bench_fast.py --map``).
 
 Error bound
