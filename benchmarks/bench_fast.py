@@ -4,14 +4,14 @@ Three questions, one mode each (stdout is the table; progress goes to stderr):
 
 ``python benchmarks/bench_fast.py`` (``--sizes``, ``--sigmas``, ``--device``, ``--repeat``)
     Time and accuracy on a natural photo (``sample_images/astronaut.jpg`` resized) with
-    ``sigma = max_sigma * luminance`` (``--map constant``: ``max_sigma`` everywhere;
-    ``--map octave``: ``max_sigma * 2**(luminance - 1)``, one octave wide): fast time
-    (median of ``--repeat`` runs after a warm-up), exact time where it takes under
-    ``--exact-seconds`` (else estimated from a crop, marked ``~``), PSNR, max error in LSB
-    (1/255) and the largest difference of the 8-bit roundings, measured on a centre crop
-    against a float64 exact reference; then the time ratio of the largest to the smallest max-sigma per size. ``--phases``
-    adds a line per row: one more run with each phase synchronised and timed (the exact
-    small windows, the levels with their FFTs, the stencil weights, the rest).
+    ``sigma = max_sigma * luminance`` (``--map constant``: ``max_sigma`` everywhere; ``--map
+    octave``: ``max_sigma * 2**(luminance - 1)``, one octave wide): fast time (median of
+    ``--repeat`` runs after a warm-up), exact time where it takes under ``--exact-seconds``
+    (else estimated from a crop, marked ``~``), PSNR, max error in LSB (1/255) and the
+    largest difference of the 8-bit roundings, measured on a centre crop against a float64
+    exact reference; then the time ratio of the largest to the smallest max-sigma per size.
+    ``--phases`` adds a line per row: one more run with each phase synchronised and timed
+    (the exact small windows, the levels with their FFTs, the stencil weights, the rest).
 ``--corpus``
     Max error against float64 exact on synthetic worst cases: step edges, a line, a dot,
     checkerboards, concentric square rings, binary noise, a photo; sigma maps smooth,
