@@ -2,12 +2,14 @@
 
 The library raises these; only :mod:`adaptiveblur.cli` turns them into exit codes.
 Every class is also a familiar built-in (``ValueError``, ``OSError``, ``RuntimeError``)
-so library users can catch what they would expect.
+so library users can catch what they would expect. Messages speak the library's API
+(``max_pixels``, ``format``); an error may name the ``parameter`` that would fix it, and
+the command line adds the matching flag to its message.
 """
 
 from __future__ import annotations
 
-# One source of truth for exit codes (listed in the README).
+# One source of truth for exit codes (listed in the README and in ``--help``).
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_INPUT = 3
@@ -17,11 +19,42 @@ EXIT_PARTIAL = 6
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
+EXIT_CODE_MEANINGS: dict[int, str] = {
+    EXIT_OK: "ok",
+    EXIT_USAGE: "usage or bad option value",
+    EXIT_INPUT: "input error",
+    EXIT_OUTPUT: "output error",
+    EXIT_DEVICE: "device unavailable",
+    EXIT_PARTIAL: "some files of a batch failed",
+    EXIT_INTERNAL: "internal error",
+    EXIT_INTERRUPTED: "interrupted",
+}
+
 
 class AdaptiveBlurError(Exception):
-    """Base class of every error adaptiveblur raises on purpose."""
+    """Base class of every error adaptiveblur raises on purpose.
+
+    Args:
+        message: one line saying what is wrong, in the library's terms.
+        parameter: the name of the library parameter that would fix it (``"max_pixels"``,
+            ``"format"``, ``"overwrite"``), when there is one.
+    """
 
     exit_code = EXIT_INTERNAL
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross between worker processes: keep the parameter through pickling.
+        return (_rebuild, (type(self), str(self), self.parameter))
+
+
+def _rebuild(
+    kind: type[AdaptiveBlurError], message: str, parameter: str | None
+) -> AdaptiveBlurError:
+    return kind(message, parameter=parameter)
 
 
 class InvalidParameterError(AdaptiveBlurError, ValueError):
@@ -46,3 +79,9 @@ class DeviceUnavailableError(AdaptiveBlurError, RuntimeError):
     """The requested device or backend is not available on this machine."""
 
     exit_code = EXIT_DEVICE
+
+
+class WorkerProcessError(AdaptiveBlurError, RuntimeError):
+    """A batch's worker process ended before its tasks were done (killed, out of memory)."""
+
+    exit_code = EXIT_INTERNAL
