@@ -9,6 +9,8 @@ the command line adds the matching flag to its message.
 
 from __future__ import annotations
 
+import errno
+
 # One source of truth for exit codes (listed in the README and in ``--help``).
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -85,3 +87,22 @@ class WorkerProcessError(AdaptiveBlurError, RuntimeError):
     """A batch's worker process ended before its tasks were done (killed, out of memory)."""
 
     exit_code = EXIT_INTERNAL
+
+
+_OS_REASONS = {
+    errno.ENOENT: "no such file",
+    errno.EISDIR: "it is a directory",
+    errno.ENOTDIR: "a parent is not a directory",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOSPC: "no space left on the device",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+def os_reason(exc: OSError) -> str:
+    """A short lower-case reason for an OS error ("no such file", "permission denied")."""
+    if exc.errno in _OS_REASONS:
+        return _OS_REASONS[exc.errno]
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]

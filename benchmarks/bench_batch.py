@@ -21,7 +21,7 @@ The issue's targets: per image <= 0.3 s on the 2-core CPU; on a GPU host a throu
 90% of decode + encode alone (``vs codec`` >= 0.9). Walls are medians of ``--repeat`` runs.
 
 ``--steady`` measures the same thing without start-up: from this process, after a warm-up
-batch, ``pipeline.run_batch`` over the N images and decode + encode alone run the same way
+batch, ``adaptiveblur.batch.runner.run_batch`` over the N images and decode + encode alone run the same way
 (threads here, or ``--processes`` worker processes), alternately, ``--repeat`` times per
 ``--jobs`` and ``--processes`` value. Images/s count from the J-th result to the last, so the
 start-up of worker processes is left out (the "whole" column has it in). Differences of
@@ -67,7 +67,7 @@ from _machine import adaptiveblur_command, cpu_model  # benchmarks/_machine.py, 
 from PIL import Image
 
 from adaptiveblur.io import load_image, save_image
-from adaptiveblur.workers import run_tasks
+from adaptiveblur.batch.workers import run_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "sample_images" / "astronaut.jpg"
@@ -312,9 +312,9 @@ def main() -> None:
 
 def run_steady(args: argparse.Namespace) -> None:
     """Steady-state images/s of run_batch and of decode + encode alone, alternately."""
-    from adaptiveblur.batch import Task
-    from adaptiveblur.cli import _batch_devices
-    from adaptiveblur.pipeline import BlurSettings, run_batch
+    from adaptiveblur.batch import Task, spread_devices
+    from adaptiveblur.batch.runner import run_batch
+    from adaptiveblur.settings import BlurSettings
 
     settings = BlurSettings(
         max_sigma=float(args.max_sigma),
@@ -322,7 +322,7 @@ def run_steady(args: argparse.Namespace) -> None:
         backend=args.backend,
         device=args.device or "auto",
     )
-    devices = _batch_devices(settings.device, None)
+    devices = spread_devices(settings.device)
     process_values = [int(value) for value in args.processes.split(",") if value.strip()]
     with tempfile.TemporaryDirectory(prefix="bench_batch-") as folder:
         work = Path(args.workdir or folder)

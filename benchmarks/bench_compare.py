@@ -74,7 +74,8 @@ import adaptiveblur
 from adaptiveblur import adaptive_blur, io
 from adaptiveblur.kernels import DEFAULT_TRUNCATE, radius_for
 from adaptiveblur.ops import backends
-from adaptiveblur.pipeline import BlurSettings, blur_image, sigma_map_for
+from adaptiveblur.render import blur_image, sigma_map_for
+from adaptiveblur.settings import BlurSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "sample_images" / "astronaut.jpg"
@@ -288,7 +289,7 @@ def exact_reference(
     image: io.Image, settings: BlurSettings, sigma_source: io.Image | None = None
 ) -> np.ndarray:
     """adaptiveblur's exact result for ``settings``, as the CLI computes it, before rounding."""
-    sigma = sigma_map_for(image, settings, sigma_source)
+    sigma = sigma_map_for(image if sigma_source is None else sigma_source, settings)
     return blur_image(image, sigma, settings).pixels[..., :3].astype(np.float64)
 
 

@@ -1,6 +1,9 @@
-"""Shared fixtures: devices (CUDA skipped where absent), a fresh random generator, --runslow."""
+"""Shared fixtures: devices (CUDA skipped where absent), a fresh random generator (--seed
+replays one), a working folder, and --runslow."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,12 @@ import torch
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--runslow", action="store_true", default=False, help="also run tests marked slow"
+    )
+    parser.addoption(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed every test's random generator with this (to replay a failure)",
     )
 
 
@@ -34,10 +43,19 @@ def device(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def rng() -> np.random.Generator:
-    """A generator seeded afresh each run (the seed is printed on failure)."""
-    seed = int(np.random.SeedSequence().entropy % (2**32))
-    print(f"random seed: {seed}")
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``tmp_path`` as the current directory, so paths and messages are short."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> np.random.Generator:
+    """A generator seeded afresh each run, or with ``--seed``; a failure shows the seed."""
+    seed = request.config.getoption("--seed")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**32))
+    print(f"random seed: {seed} (replay with --seed {seed})")
     return np.random.default_rng(seed)
 
 

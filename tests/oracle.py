@@ -2,18 +2,22 @@
 
 ``loop_blur`` visits every pixel and its window with numpy; ``unfold_blur`` is the
 "seed" approach from the forum question this project grew from (pad the whole image,
-``F.unfold`` every window at the largest radius, weight, sum). Neither imports
-``adaptiveblur``.
+``F.unfold`` every window at the largest radius, weight, sum). Beside them: Rec. 709
+luma, the sRGB transfer functions and a 16-bit PNG writer, from their formulas and the
+PNG specification. Nothing here imports ``adaptiveblur``.
 """
 
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+LUMA = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709, written out here on purpose
 NUMPY_PAD = {"reflect": "reflect", "replicate": "edge", "constant": "constant"}
 
 
@@ -70,3 +74,39 @@ def unfold_blur(image: torch.Tensor, sigma: torch.Tensor, truncate: float = 3.0)
     weights = torch.exp(-d2 / (2 * s.clamp_min(1e-12) ** 2)) * (cheb <= r)
     out = (cols * weights[:, None]).sum(2) / weights.sum(1, keepdim=True)
     return out.view(b, c, h, w)
+
+
+def srgb_to_linear(values: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 decoding, float64."""
+    values = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(values: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 encoding, float64."""
+    values = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    return np.where(values <= 0.0031308, values * 12.92, 1.055 * values ** (1 / 2.4) - 0.055)
+
+
+def luma(pixels: np.ndarray) -> np.ndarray:
+    """Rec. 709 luma of ``(H, W, 3+)`` float pixels, float64, clipped to [0, 1]."""
+    return np.clip(np.asarray(pixels[..., :3], dtype=np.float64) @ LUMA, 0.0, 1.0)
+
+
+def png16_bytes(values: np.ndarray) -> bytes:
+    """A 16-bit PNG of uint16 ``(H, W, 3)`` RGB samples, filter type 0 on every row."""
+    height, width, _ = values.shape
+    rows = b"".join(b"\x00" + values[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )

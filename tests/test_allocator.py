@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adaptiveblur import allocator
-from adaptiveblur.cli import main
+from adaptiveblur.cli import allocator, main
 
 # Frees a 64 MiB tensor, then makes a 32 MiB one (room enough in the freed block) and
 # prints the page faults of that allocation and its first touch, tuned or not.
 SCRIPT = """
 import resource, sys
 import torch
-from adaptiveblur import allocator
+from adaptiveblur.cli import allocator
 applied = allocator.keep_freed_memory() if sys.argv[1] == "tuned" else None
 block = torch.ones(16 << 20)
 del block

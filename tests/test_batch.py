@@ -1,6 +1,6 @@
 """``adaptiveblur batch`` and ``run -o DIR``: discovery, mirroring, resume, failures, shards, lists.
 
-Mirrors :mod:`adaptiveblur.batch` (planning) and the batch half of :mod:`adaptiveblur.cli`.
+Mirrors :mod:`adaptiveblur.batch` (planning, the runner, ``blur_files``) and ``batch`` in :mod:`adaptiveblur.cli`.
 Most tests call :func:`adaptiveblur.cli.main` in-process; a subprocess is used only where a
 real process is needed (a list on a real stdin pipe, SIGINT). Images are tiny (9x7 to
 23x17), made fresh with the ``rng`` fixture; the SIGINT test forces the reference backend
@@ -23,14 +23,22 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from adaptiveblur import batch as planning
-from adaptiveblur.cli import _batch_devices, main
+from adaptiveblur.batch import plan as planning
+from adaptiveblur.batch import spread_devices
 from adaptiveblur.errors import InputImageError, InvalidParameterError
+from tests.helpers import (
+    FAILED,
+    PREFIX,
+    SUBPROCESS_TIMEOUT,
+    assert_clean_error,
+    cli,
+    files_under,
+    pixels_of,
+    snapshot,
+    subprocess_env,
+    temporaries,
+)
 
-PREFIX = "adaptiveblur: error:"
-FAILED = "adaptiveblur: failed:"
-REPO = Path(__file__).resolve().parents[1]
-SUBPROCESS_TIMEOUT = 120
 SUMMARY = re.compile(
     r"^(\d+) done, (\d+) skipped, (\d+) failed in \d+\.\d s \(\d+\.\d\d images/s\)$"
 )
@@ -49,14 +57,6 @@ HIDDEN = [".hidden.png", ".cache/e.png", "sub/.f.png"]
 # ---- helpers ----------------------------------------------------------------------------
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the command in-process: ``(exit code, stdout, stderr)``."""
-    capsys.readouterr()  # drop what fixtures printed (the random seed)
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def make_image(
     path: Path,
     rng: np.random.Generator,
@@ -73,33 +73,11 @@ def make_image(
     return width, height
 
 
-def files_under(root: Path) -> set[str]:
-    """Every file below ``root`` (hidden ones included), as ``/``-separated relative names."""
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()}
-
-
-def temporaries(root: Path) -> list[str]:
-    return sorted(name for name in files_under(root) if name.endswith(".tmp"))
-
-
-def snapshot(directory: Path) -> dict[str, bytes | None]:
-    """Every entry under ``directory``: files with their bytes, folders as ``None``."""
-    return {
-        str(path.relative_to(directory)): None if path.is_dir() else path.read_bytes()
-        for path in sorted(directory.rglob("*"))
-    }
-
-
 def decoded(path: Path) -> tuple[str, tuple[int, int]]:
     """``(format, size)`` of an image file, after decoding every pixel."""
     with PILImage.open(path) as picture:
         picture.load()
         return str(picture.format), picture.size
-
-
-def pixels_of(path: Path) -> np.ndarray:
-    with PILImage.open(path) as picture:
-        return np.asarray(picture).copy()
 
 
 def summary_of(err: str) -> tuple[int, int, int]:
@@ -148,24 +126,6 @@ def statuses(report: dict, root: str = "out") -> dict[str, str]:
     }
 
 
-def assert_clean_error(code: int, out: str, err: str, expected_code: int, fragment: str) -> None:
-    assert code == expected_code, err
-    assert out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(PREFIX)
-    assert "Traceback" not in err
-    assert fragment in lines[0], lines[0]
-
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    for name in ("FORCE_COLOR", "PYTHONWARNINGS"):
-        env.pop(name, None)
-    return env
-
-
 def age(root: Path) -> None:
     """Give every file below ``root`` an old mtime, so redone outputs are easy to tell."""
     for path in root.rglob("*"):
@@ -174,13 +134,6 @@ def age(root: Path) -> None:
 
 
 # ---- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``tmp_path`` as the current directory, so paths and messages are short."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 @pytest.fixture
@@ -338,7 +291,7 @@ def test_summary_line_and_report(capsys, work, tree):
     assert "not an image" in failure["error"]
     # Where the default device (auto) blurs: the CPU, or the GPUs of a GPU host.
     blurred_on = {entry.get("device") for entry in report["files"]} - {None}
-    assert blurred_on and blurred_on <= set(_batch_devices("auto", None))
+    assert blurred_on and blurred_on <= set(spread_devices("auto"))
     assert temporaries(work) == []
 
     # Second run: the good ones are skipped, the bad one is tried again (it has no output).
@@ -504,7 +457,7 @@ def test_stale_temporary_of_an_interrupted_run_is_removed(capsys, work, tree):
 _INTERRUPTIBLE = """\
 import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from adaptiveblur.cli import _batch_devices, main
+from adaptiveblur.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -978,7 +931,7 @@ def test_batch_spreads_files_over_every_gpu(capsys, work, rng):
 @pytest.mark.cuda
 @pytest.mark.parametrize("with_map", [False, True], ids=["own-sigma", "map-file"])
 def test_gpu_batch_of_repeated_shapes_gives_what_run_gives(capsys, work, rng, with_map):
-    """Repeated shapes replay a recorded CUDA graph (adaptiveblur.graphs): same bytes."""
+    """Repeated shapes replay a recorded CUDA graph (adaptiveblur.batch.graphs): same bytes."""
     import torch
 
     if not torch.cuda.is_available():

@@ -7,7 +7,6 @@ and the traceback that ``--traceback`` lets through. Images are tiny and made fr
 
 from __future__ import annotations
 
-import os
 import select
 import signal
 import subprocess
@@ -24,44 +23,26 @@ from adaptiveblur import io as abio
 from adaptiveblur._version import __version__
 from adaptiveblur.cli import main
 from adaptiveblur.errors import InputImageError
-from adaptiveblur.pipeline import BlurSettings, sigma_map_for
-from tests.oracle import loop_blur
+from adaptiveblur.render import sigma_map_for
+from adaptiveblur.settings import BlurSettings
+from tests.helpers import (
+    HEIGHT,
+    PREFIX,
+    SUBPROCESS_TIMEOUT,
+    WIDTH,
+    assert_clean_error,
+    cli,
+    pixels_of,
+    run_subprocess,
+    snapshot,
+    subprocess_env,
+)
+from tests.oracle import loop_blur, luma
 
-HEIGHT, WIDTH = 17, 23
-LUMA = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709, written out here on purpose
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PREFIX = "adaptiveblur: error:"
-REPO = Path(__file__).resolve().parents[1]
-SUBPROCESS_TIMEOUT = 120
 
 
 # ---- helpers ----------------------------------------------------------------------------
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the command in-process: ``(exit code, stdout, stderr)``."""
-    capsys.readouterr()  # drop what fixtures printed (the random seed)
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def snapshot(directory: Path) -> dict[str, bytes | None]:
-    """Every entry under ``directory``: files with their bytes, folders as ``None``."""
-    return {
-        str(path.relative_to(directory)): None if path.is_dir() else path.read_bytes()
-        for path in sorted(directory.rglob("*"))
-    }
-
-
-def pixels_of(path: Path) -> np.ndarray:
-    with PILImage.open(path) as picture:
-        return np.asarray(picture).copy()
-
-
-def luma(values: np.ndarray) -> np.ndarray:
-    """Rec. 709 luma of 8-bit ``(H, W, 3+)`` values, float64 in [0, 1]."""
-    return np.clip((values[..., :3] / 255.0) @ LUMA, 0.0, 1.0)
 
 
 def read_sigma(path: Path) -> np.ndarray:
@@ -80,53 +61,13 @@ def expected_output(values: np.ndarray, sigma: np.ndarray, **options: object) ->
 
 
 def library_sigma(values: np.ndarray, mode: str, **settings: object) -> np.ndarray:
-    """The sigma map the library computes (itself checked against formulas in test_pipeline)."""
+    """The sigma map the library computes (itself checked against formulas in test_render)."""
     pixels = (values.reshape(HEIGHT, WIDTH, -1) / 255.0).astype(np.float32)
     image = abio.Image(pixels=pixels, mode=mode, bit_depth=8)
     return sigma_map_for(image, BlurSettings(**settings)).numpy()  # type: ignore[arg-type]
 
 
-def assert_clean_error(
-    code: int, out: str, err: str, expected_code: int, fragment: str = ""
-) -> None:
-    assert code == expected_code, err
-    assert out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(PREFIX)
-    assert "Traceback" not in err
-    assert fragment in lines[0]
-
-
-def run_subprocess(
-    args: list[str], cwd: Path, **kwargs: object
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=cwd,
-        capture_output=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        env=subprocess_env(),
-        **kwargs,  # type: ignore[call-overload]
-    )
-
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    for name in ("FORCE_COLOR", "PYTHONWARNINGS"):
-        env.pop(name, None)
-    return env
-
-
 # ---- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``tmp_path`` as the current directory, so messages show short relative names."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 @pytest.fixture
@@ -186,7 +127,7 @@ def test_run_matches_the_oracle(capsys, work, rgb, options):
     result = pixels_of(work / "out.png").astype(np.int64)
 
     sigma = library_sigma(rgb, "RGB", max_sigma=2.0)
-    np.testing.assert_allclose(sigma, 2.0 * luma(rgb), atol=1e-5)
+    np.testing.assert_allclose(sigma, 2.0 * luma(rgb / 255.0), atol=1e-5)
     expected = expected_output(rgb, sigma, **options)
     assert np.abs(result - expected).max() <= 1
 
@@ -238,14 +179,14 @@ def test_saved_sigma_map_follows_the_options(capsys, work, rgb, flags, curve):
     assert code == 0, err
     saved = read_sigma(work / "sigma.png")
     assert saved.shape == (HEIGHT, WIDTH)
-    expected = np.rint(curve(luma(rgb)) * 65535)
+    expected = np.rint(curve(luma(rgb / 255.0)) * 65535)
     assert np.abs(saved - expected).max() <= 1
 
 
 @pytest.mark.parametrize(
     ("channel", "intensity"),
     [
-        ("luminance", lambda v: luma(v)),
+        ("luminance", lambda v: luma(v / 255.0)),
         ("mean", lambda v: v[..., :3].mean(axis=-1) / 255.0),
         ("red", lambda v: v[..., 0] / 255.0),
         ("green", lambda v: v[..., 1] / 255.0),
@@ -582,12 +523,12 @@ def test_traceback_option_keeps_the_exit_code(capsys, work):
 
 
 def test_without_traceback_option_internal_errors_are_one_line(capsys, work, rgb, monkeypatch):
-    import adaptiveblur.pipeline
+    import adaptiveblur.run
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(adaptiveblur.pipeline, "run_file", broken)
+    monkeypatch.setattr(adaptiveblur.run, "run_file", broken)
     code, out, err = cli(capsys, "run", "in.png", "out.png", "--max-sigma", "1")
     assert_clean_error(code, out, err, 70, "ZeroDivisionError: boom")
     assert "--traceback" in err
@@ -601,7 +542,7 @@ def test_without_traceback_option_internal_errors_are_one_line(capsys, work, rgb
 _INTERRUPTIBLE = """\
 import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
-import adaptiveblur.pipeline
+import adaptiveblur.run
 from adaptiveblur.cli import main
 print("ready", file=sys.stderr, flush=True)
 sys.exit(main(sys.argv[1:]))

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from adaptiveblur import io as abio
-from adaptiveblur.graphs import ShapeGraphs
-from adaptiveblur.pipeline import BlurSettings, _blur_recorded, blur_image
+from adaptiveblur.batch.graphs import ShapeGraphs
+from adaptiveblur.render import blur_image
+from adaptiveblur.settings import BlurSettings
 
 pytestmark = pytest.mark.cuda
 
@@ -111,7 +112,7 @@ def assert_recorded_is_blur_image(
     for height, width in sizes:
         samples = rng.integers(0, 1 << depth, (height, width, len(mode)), dtype=dtype)
         image = abio.Image(pixels=samples, mode=mode, bit_depth=depth)
-        out = _blur_recorded(image, on_gpu, settings, graphs).pixels
+        out = blur_image(image, on_gpu, settings, replayer=graphs).pixels
         np.testing.assert_array_equal(out, blur_image(image, sigma, settings).pixels)
 
 

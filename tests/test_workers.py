@@ -1,4 +1,4 @@
-"""``adaptiveblur.workers``: tasks spread over worker processes, results and failures come back.
+"""``adaptiveblur.batch.workers``: tasks spread over worker processes, results and failures come back.
 
 The workers are built from picklable standard-library callables (``functools.partial`` of
 ``operator`` functions), since a spawned process cannot import this test module.
@@ -12,7 +12,8 @@ import os
 
 import pytest
 
-from adaptiveblur.workers import WorkerProcessError, run_in_processes
+from adaptiveblur.batch.workers import run_in_processes
+from adaptiveblur.errors import WorkerProcessError
 
 
 def times(factor: int) -> functools.partial:

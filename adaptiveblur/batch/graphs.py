@@ -2,13 +2,12 @@
 
 A batch blurs many images of one size with the same settings. On a GPU each blur is a
 few hundred small launches driven from Python, under the interpreter lock that the
-decoding and encoding threads share: on a 16-core host that launching, not the GPU, is
-most of the time an image holds its GPU (about 5 ms for a 1 MP photo; 2 ms replayed from
-a graph, copies included). A CUDA graph records the launches once and replays them with
-one call.
+decoding and encoding threads share, so that launching, not the GPU, is most of the time
+an image holds its GPU. A CUDA graph records the launches once and replays them with one
+call.
 
 Only work that never waits on the GPU can be recorded: no values read back, no copies
-from ordinary host memory. The pipeline passes the blur its sigma bound so it reads
+from ordinary host memory. :mod:`adaptiveblur.render` passes the blur its sigma bound so it reads
 nothing back (see ``adaptive_blur``'s ``sigma_bound``).
 """
 
@@ -29,9 +28,7 @@ class ShapeGraphs:
     """Recorded graphs of device functions, one per key (input shape and what else matters).
 
     A key is recorded the third time it comes: recording costs about one more pass of
-    launches, which replays win back only if the key keeps coming (a first version, which
-    recorded at the second, ran a batch whose sizes each came twice 12 % slower). The
-    recordings keep GPU memory (one shared pool, about what the largest one's run takes),
+    launches, which replays win back only if the key keeps coming. The recordings keep GPU memory (one shared pool, about what the largest one's run takes),
     so at most ``capacity`` are kept, of inputs up to ``max_bytes`` (larger images spend
     their time on the GPU, where a graph saves little). A key is recorded once at most:
     one whose recording was dropped (the least recently used goes first) or failed runs

@@ -9,10 +9,11 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from adaptiveblur.errors import InputImageError, InvalidParameterError
+from adaptiveblur.errors import InputImageError, InvalidParameterError, OutputImageError
 
 FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
 
@@ -56,6 +57,33 @@ def discover(
     except OSError as error:
         raise InputImageError(f"cannot read folder {root!r}: {error.strerror or error}") from error
     return sorted(found)
+
+
+def read_list_file(source: str) -> list[str]:
+    """Paths listed in the file ``source`` (``"-"`` for standard input); see :func:`read_list`.
+
+    Raises:
+        InputImageError: the list cannot be read.
+    """
+    if source == "-":
+        return read_list(sys.stdin.buffer.read())
+    try:
+        with open(source, "rb") as handle:
+            return read_list(handle.read())
+    except OSError as error:
+        raise InputImageError(
+            f"cannot read the list {source!r}: {error.strerror or error}"
+        ) from error
+
+
+def check_output_folder(folder: str) -> None:
+    """Fail early when ``folder`` exists and is not a folder (it is created when missing).
+
+    Raises:
+        OutputImageError: it is a file.
+    """
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputImageError(f"cannot write into {folder!r}: it is a file, not a folder")
 
 
 def read_list(text: bytes) -> list[str]:
@@ -113,10 +141,19 @@ def parse_shard(text: str) -> tuple[int, int]:
         index_text, count_text = text.split("/")
         index, count = int(index_text), int(count_text)
     except ValueError:
-        raise InvalidParameterError(f"expected --shard K/N such as 1/4, got {text!r}") from None
-    if count < 1 or not 1 <= index <= count:
-        raise InvalidParameterError(f"expected --shard K/N with 1 <= K <= N, got {text!r}")
+        raise InvalidParameterError(
+            f"expected a shard K/N such as 1/4, got {text!r}", parameter="shard"
+        ) from None
+    check_shard(index, count)
     return index, count
+
+
+def check_shard(index: int, count: int) -> None:
+    """Raise :class:`InvalidParameterError` unless ``1 <= index <= count``."""
+    if count < 1 or not 1 <= index <= count:
+        raise InvalidParameterError(
+            f"expected a shard K/N with 1 <= K <= N, got {index}/{count}", parameter="shard"
+        )
 
 
 def in_shard(relative: str, index: int, count: int) -> bool:

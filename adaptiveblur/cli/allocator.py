@@ -3,11 +3,9 @@
 glibc's ``malloc`` hands out every block above 32 MiB as fresh pages from the kernel and
 gives them back on ``free``; the kernel then zero-fills each page again on first touch.
 The fast method allocates and frees such blocks many times per tile (FFT buffers inside
-torch), so at 12 MP it spent seconds in page faults: ``adaptiveblur run`` at max-sigma 4
-with ``--method fast`` on the 2-core machine took 6.1-6.5 s (3.0-3.3 s of it system time)
-and 4.7-5.2 s with freed memory kept for reuse. The exact method gained nothing (2.7-3.1 s
-against 3.0-3.3 s, with 150-370 MiB more peak memory), so the command line tunes the
-allocator for the fast method only (`/usr/bin/time`, two runs each, interleaved).
+torch), so without this it spends much of its time in page faults; the exact methods
+gain nothing and would hold more memory, so the command line tunes the allocator for the
+fast method only (measurements in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations

@@ -28,13 +28,11 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
+from adaptiveblur.errors import WorkerProcessError
+
 _POLL_SECONDS = 0.2  # how often waiting workers and the caller look up from their queues
 _RESULT = "result"
 _ERROR = "error"
-
-
-class WorkerProcessError(RuntimeError):
-    """A worker process ended before its tasks were done (killed, out of memory, crashed)."""
 
 
 def run_tasks(

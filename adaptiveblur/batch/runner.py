@@ -1,0 +1,216 @@
+"""Run a planned batch: each task through :class:`adaptiveblur.run.FileBlur`, one bad file never stopping the rest.
+
+``jobs`` threads each take a file through load, blur and save, so decoding and encoding
+overlap the blur; a blur needs one of the devices (one blur at a time each, per
+process), so files spread over all of them. With ``processes > 1`` the threads are
+shared out over worker processes (see :mod:`adaptiveblur.batch.workers`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from adaptiveblur import io
+from adaptiveblur.batch.graphs import ShapeGraphs
+from adaptiveblur.batch.plan import Task
+from adaptiveblur.batch.workers import run_tasks
+from adaptiveblur.errors import AdaptiveBlurError, InvalidParameterError, OutputImageError
+from adaptiveblur.io.atomic import stale_temporaries
+from adaptiveblur.run import DeviceTokens, FileBlur, same_file
+from adaptiveblur.settings import BlurSettings, FileOptions
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one batch task: ``done``, ``skipped`` or ``failed`` (with the reason)."""
+
+    task: Task
+    status: str
+    seconds: float = 0.0
+    reason: str | None = None
+    size: int = 0  # input bytes
+    device: str | None = None  # where it was blurred
+
+
+@dataclass
+class BatchSummary:
+    """Counts and timings of a batch run; ``outcomes`` in completion order."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.status == status)
+
+    @property
+    def images_per_second(self) -> float:
+        done = self.count("done")
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready report."""
+        return {
+            "done": self.count("done"),
+            "skipped": self.count("skipped"),
+            "failed": self.count("failed"),
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 3),
+            "files": [
+                {
+                    "input": outcome.task.source,
+                    "output": outcome.task.dest,
+                    "status": outcome.status,
+                    "seconds": round(outcome.seconds, 3),
+                    **({"device": outcome.device} if outcome.device else {}),
+                    **({"error": outcome.reason} if outcome.reason else {}),
+                }
+                for outcome in self.outcomes
+            ],
+        }
+
+
+def run_batch(
+    tasks: Sequence[Task],
+    settings: BlurSettings,
+    options: FileOptions | None = None,
+    *,
+    devices: Sequence[str] = ("auto",),
+    jobs: int = 2,
+    processes: int = 1,
+    on_outcome: Callable[[Outcome], None] | None = None,
+    cuda_graphs: bool = True,
+) -> BatchSummary:
+    """Blur planned tasks; one bad file never stops the others.
+
+    Existing outputs are skipped unless ``options.overwrite``; outputs are written
+    atomically, so an interrupted batch resumes where it stopped. With ``cuda_graphs``,
+    image sizes that keep coming replay a recorded CUDA graph of their blur where the
+    backend allows it (see :mod:`adaptiveblur.batch.graphs`).
+
+    Raises:
+        InvalidParameterError: bad settings (before any file is touched).
+        KeyboardInterrupt: passed on after the workers stop (no partial files remain).
+    """
+    options = options or FileOptions()
+    if jobs < 1:
+        raise InvalidParameterError(f"expected jobs >= 1, got {jobs}", parameter="jobs")
+    if processes < 1:
+        raise InvalidParameterError(
+            f"expected processes >= 1, got {processes}", parameter="processes"
+        )
+    if options.output_format is not None:
+        options = _with_format_name(options)
+    job = BatchJob(FileBlur.open(settings, options), tuple(devices), cuda_graphs)
+    summary = BatchSummary()
+
+    def record(outcome: Outcome) -> None:
+        summary.outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    processes = min(processes, jobs, max(len(tasks), 1))
+    # Worker processes share the cores for torch's CPU threads.
+    torch_threads = None if processes == 1 else max(1, (os.cpu_count() or 1) // processes)
+    started = time.perf_counter()
+    try:
+        run_tasks(
+            functools.partial(job.worker, torch_threads=torch_threads),
+            tasks,
+            jobs=jobs,
+            processes=processes,
+            on_result=record,
+        )
+    finally:
+        summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _with_format_name(options: FileOptions) -> FileOptions:
+    """``options`` with its format alias resolved to pillow's name, once for every file."""
+    assert options.output_format is not None
+    return replace(options, output_format=io.check_output_format("L", options.output_format))
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """What every file of a batch gets done to it; picklable, so worker processes get a copy."""
+
+    files: FileBlur
+    devices: tuple[str, ...]
+    cuda_graphs: bool = True
+
+    def worker(self, torch_threads: int | None = None) -> Callable[[Task], Outcome]:
+        """The function that takes one task from file to file (thread-safe, one per process).
+
+        ``torch_threads`` sets this process's CPU threads for torch (worker processes
+        share the cores).
+        """
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+        tokens = DeviceTokens(self.devices)
+        stale = _StaleTemporaries()
+        replayers = {
+            device: ShapeGraphs(torch.device(device))
+            for device in self.devices
+            if self.cuda_graphs and torch.device(device).type == "cuda"
+        }
+        overwrite = self.files.options.overwrite
+
+        def work(task: Task) -> Outcome:
+            started = time.perf_counter()
+            size = _file_size(task.source)
+            stale.remove(task.dest)
+            if not overwrite and os.path.lexists(task.dest):
+                return Outcome(task, "skipped", 0.0, None, size)
+            device = None
+            try:
+                if same_file(task.source, task.dest):
+                    raise OutputImageError(f"refusing to overwrite the input {task.source!r}")
+                device = self.files.blur(
+                    task.source, task.dest, tokens, replayers=replayers, make_folder=True
+                )
+            except AdaptiveBlurError as error:
+                return Outcome(task, "failed", time.perf_counter() - started, str(error), size)
+            except OSError as error:
+                reason = f"{error.strerror or error}"
+                return Outcome(task, "failed", time.perf_counter() - started, reason, size)
+            return Outcome(task, "done", time.perf_counter() - started, None, size, device)
+
+        return work
+
+
+class _StaleTemporaries:
+    """Temporary files a killed run left in the output folders (see :mod:`adaptiveblur.io.atomic`).
+
+    Each folder is listed once, when its first output comes up, not once per file.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_folder: dict[str, dict[str, list[str]]] = {}
+
+    def remove(self, dest: str) -> None:
+        """Remove those left beside ``dest``."""
+        folder, name = os.path.split(os.path.abspath(dest))
+        with self._lock:
+            if folder not in self._by_folder:
+                self._by_folder[folder] = stale_temporaries(folder)
+            stale = self._by_folder[folder].pop(name, [])
+        for path in stale:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

@@ -1,0 +1,323 @@
+"""The ``adaptiveblur`` command line: parse the options, make one library call, map errors to exit codes.
+
+The only place that prints or exits. Heavy modules (torch and everything built on it)
+are imported inside the commands, so ``adaptiveblur --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+
+import typer
+
+from adaptiveblur._version import __version__
+from adaptiveblur.cli import allocator
+from adaptiveblur.cli.options import CommonOptions, with_common_options
+from adaptiveblur.cli.progress import PROG, BatchProgress, error, stderr, tile_progress
+from adaptiveblur.errors import (
+    EXIT_CODE_MEANINGS,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    AdaptiveBlurError,
+)
+
+try:  # typer >= 0.22 carries its own copy of click
+    from typer import TyperException as _CommandLineError
+except ImportError:  # older typer on top of click
+    from click import ClickException as _CommandLineError  # type: ignore[no-redef]
+
+# How to fix, on the command line, an error that names a library parameter.
+_FLAG_HINTS = {
+    "max_pixels": "raise it with --max-pixels",
+    "format": "use --format",
+    "resize_map": "resize it or pass --resize-map",
+    "overwrite": "pass --overwrite to replace it",
+}
+
+
+def _exit_codes() -> str:
+    """The exit codes and their meanings, as one help paragraph."""
+    listed = ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
+    return f"\b\nExit codes: {listed}."
+
+
+EXAMPLES = f"""\b
+Examples:
+  adaptiveblur run photo.jpg soft.jpg --max-sigma 4
+  adaptiveblur run photo.jpg out.png --max-sigma 6 --invert --gamma 2
+  adaptiveblur run photo.jpg out.png --map depth.png --max-sigma 8 --save-sigma sigma.png
+  cat in.png | adaptiveblur run - - --max-sigma 3 --format png > out.png
+
+{_exit_codes()}
+"""
+
+BATCH_EPILOG = f"""\b
+Examples:
+  adaptiveblur batch photos/ soft/ --max-sigma 4 --recursive
+  adaptiveblur batch photos/ soft/ --max-sigma 4 --pattern '*.jpg' --format webp --suffix -soft
+  find photos -name '*.png' -print0 | adaptiveblur batch --from-list - soft/ --max-sigma 3
+  adaptiveblur batch photos/ soft/ --max-sigma 4 --shard 2/8     # this machine's eighth
+
+\b
+Existing outputs are skipped (a re-run resumes); --overwrite redoes them.
+
+{_exit_codes()}
+"""
+
+app = typer.Typer(
+    name=PROG,
+    help="Blur each pixel of an image with its own Gaussian, its sigma taken from the pixel's "
+    "intensity or from a separate map. Exact, tiled, on CPU or CUDA.",
+    epilog=EXAMPLES,
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROG} {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version_callback,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+    show_traceback: bool = typer.Option(
+        False, "--traceback", help="Show the full traceback on errors."
+    ),
+) -> None:
+    """Per-pixel adaptive Gaussian blur."""
+
+
+@app.command(epilog=EXAMPLES, no_args_is_help=True)
+@with_common_options
+def run(
+    paths: list[str] = typer.Argument(
+        ..., metavar="IN OUT | IN... -o DIR", help="Input and output images (- for stdin/stdout)."
+    ),
+    output_dir: str | None = typer.Option(
+        None, "--output-dir", "-o", help="Blur every IN into this folder (like batch)."
+    ),
+    save_sigma: str | None = typer.Option(
+        None,
+        "--save-sigma",
+        help="Also write the sigma map as a 16-bit gray image (white = max sigma).",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Allow OUT to replace IN (with -o: redo existing outputs)."
+    ),
+    *,
+    common: CommonOptions,
+) -> None:
+    """Blur IN into OUT, each pixel with its own sigma."""
+    from adaptiveblur.run import run_file
+
+    settings = common.blur_settings()
+    _tune_allocator(settings.method)
+    if output_dir is not None:
+        if save_sigma is not None:
+            raise typer.BadParameter("--save-sigma takes one input; use run IN OUT")
+        _blur_files(common, overwrite, output_dir, sources=paths)
+        return
+    if len(paths) != 2:
+        raise typer.BadParameter(
+            f"expected IN OUT (or several IN with -o DIR), got {len(paths)} path(s)",
+            param_hint="paths",
+        )
+    with tile_progress(enabled=not common.quiet) as progress:
+        run_file(
+            paths[0],
+            paths[1],
+            settings,
+            common.file_options(overwrite),
+            save_sigma=save_sigma,
+            progress=progress,
+        )
+
+
+@app.command(epilog=BATCH_EPILOG, no_args_is_help=True)
+@with_common_options
+def batch(
+    paths: list[str] = typer.Argument(
+        ...,
+        metavar="IN_DIR OUT_DIR | --from-list FILE OUT_DIR",
+        help="Input folder and output folder.",
+    ),
+    from_list: str | None = typer.Option(
+        None,
+        "--from-list",
+        help="Read input paths from FILE (- for stdin), one per line or NUL-separated.",
+    ),
+    recursive: bool = typer.Option(
+        False, "--recursive", "-r", help="Also blur images in subfolders."
+    ),
+    patterns: list[str] | None = typer.Option(
+        None,
+        "--pattern",
+        help="Only files matching this glob (repeatable); default: every image type.",
+    ),
+    suffix: str = typer.Option("", "--suffix", help="Add this before each output's extension."),
+    shard: str | None = typer.Option(
+        None, "--shard", help="K/N: do only this machine's share (1 <= K <= N) of the files."
+    ),
+    jobs: int | None = typer.Option(
+        None,
+        "--jobs",
+        "-j",
+        help="Files in flight at once (decode/encode overlap the blur); default: CPUs.",
+    ),
+    processes: int = typer.Option(
+        1,
+        "--processes",
+        help="Share the jobs out over this many worker processes (each with its own "
+        "Python lock and start-up; for hosts where one process's threads cannot keep up).",
+    ),
+    devices: str | None = typer.Option(
+        None,
+        "--devices",
+        help="GPU indices to spread files over, e.g. 0,1 (default with --device cuda: all).",
+    ),
+    report: str | None = typer.Option(
+        None, "--report", help="Write a JSON report of every file here."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
+    *,
+    common: CommonOptions,
+) -> None:
+    """Blur every image in IN_DIR into OUT_DIR, mirroring its folders."""
+    from adaptiveblur.batch.plan import parse_shard, read_list_file
+
+    expected = 1 if from_list is not None else 2
+    if len(paths) != expected:
+        usage = "--from-list FILE OUT_DIR" if from_list is not None else "IN_DIR OUT_DIR"
+        raise typer.BadParameter(f"expected {usage}, got {len(paths)} path(s)", param_hint="paths")
+    sources = read_list_file(from_list) if from_list is not None else None
+    _tune_allocator(common.method)
+    _blur_files(
+        common,
+        overwrite,
+        paths[-1],
+        in_dir=None if from_list is not None else paths[0],
+        sources=sources,
+        patterns=patterns,
+        recursive=recursive,
+        suffix=suffix,
+        shard=parse_shard(shard) if shard is not None else None,
+        jobs=jobs,
+        processes=processes,
+        gpus=_gpu_indices(devices),
+        report=report,
+    )
+
+
+def _blur_files(common: CommonOptions, overwrite: bool, out_dir: str, **batch: object) -> None:
+    """Run :func:`adaptiveblur.batch.blur_files`; report failures, a summary and the exit code."""
+    from adaptiveblur.batch import blur_files
+
+    progress = BatchProgress(enabled=not common.quiet)
+    try:
+        summary = blur_files(
+            out_dir,
+            common.blur_settings(),
+            common.file_options(overwrite),
+            on_plan=progress.planned,
+            on_outcome=progress.finished,
+            **batch,  # type: ignore[arg-type]
+        )
+    finally:
+        progress.close()
+    failed = summary.count("failed")
+    if not common.quiet:
+        stderr.print(
+            f"{summary.count('done')} done, {summary.count('skipped')} skipped, {failed} failed "
+            f"in {summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s)",
+            markup=False,
+        )
+    if failed:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _gpu_indices(text: str | None) -> list[int] | None:
+    """``"0,1"`` to ``[0, 1]``."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected GPU indices like 0,1, got {text!r}") from None
+
+
+def _tune_allocator(method: str) -> None:
+    """With the fast method, keep freed memory for reuse (:mod:`adaptiveblur.cli.allocator`).
+
+    Its FFT temporaries are large and short-lived; the exact methods gain nothing from it
+    and would hold on to more memory.
+    """
+    if method == "fast":
+        allocator.keep_freed_memory()
+
+
+def _message(failure: AdaptiveBlurError) -> str:
+    """The error's message, with the flag that fixes it when it names a parameter."""
+    message = str(failure)
+    if failure.parameter is None:
+        return message
+    hint = _FLAG_HINTS.get(failure.parameter, f"see --{failure.parameter.replace('_', '-')}")
+    return f"{message}; {hint}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run the app and map every outcome to an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = "--traceback" in args
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name=PROG, standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+        if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into this exit code itself
+            error("interrupted")
+        return code
+    except typer.Exit as done:
+        return done.exit_code
+    except _CommandLineError as failure:
+        context = getattr(failure, "ctx", None)
+        if type(failure).__name__ == "NoArgsIsHelpError" and context is not None:
+            stderr.print(context.get_help(), markup=False)  # a bare command: show its help
+            return EXIT_USAGE
+        hint = f" (see '{context.command_path} --help')" if context is not None else ""
+        error(f"{failure.format_message()}{hint}")
+        return getattr(failure, "exit_code", EXIT_USAGE)
+    except (KeyboardInterrupt, typer.Abort):
+        error("interrupted")
+        return EXIT_INTERRUPTED
+    except AdaptiveBlurError as failure:
+        if show_traceback:
+            traceback.print_exc()
+        error(_message(failure))
+        return failure.exit_code
+    except Exception as failure:  # noqa: BLE001 - the one place that turns bugs into a message
+        if show_traceback:
+            traceback.print_exc()
+        error(
+            f"internal error: {type(failure).__name__}: {failure} "
+            "(rerun with --traceback for details)"
+        )
+        return EXIT_INTERNAL
+
+
+def entry() -> None:
+    """Console-script entry: exit with :func:`main`'s code."""
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The options ``run`` and ``batch`` share, declared once, and what they turn into.
+
+:func:`with_common_options` adds them to a command's signature (typer reads it) and
+hands them to the command as one :class:`CommonOptions`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import typer
+
+from adaptiveblur.errors import InvalidParameterError
+
+
+@dataclass(frozen=True)
+class CommonOptions:
+    """The values of the shared options, as typed on the command line."""
+
+    max_sigma: float
+    min_sigma: float
+    gamma: float
+    invert: bool
+    channel: str
+    map_path: str | None
+    resize_map: bool
+    truncate: float
+    border: str
+    linear: bool
+    device: str
+    method: str
+    backend: str | None
+    max_memory: str | None
+    output_format: str | None
+    quality: int
+    max_pixels: int | None
+    quiet: bool
+
+    def blur_settings(self) -> Any:
+        """The :class:`adaptiveblur.settings.BlurSettings` these options name."""
+        from adaptiveblur.settings import BlurSettings
+
+        values = asdict(self)
+        named = {field.name: values[field.name] for field in fields(BlurSettings)}
+        named["max_memory"] = parse_bytes(self.max_memory)
+        return BlurSettings(**named)
+
+    def file_options(self, overwrite: bool) -> Any:
+        """The :class:`adaptiveblur.settings.FileOptions` these options name."""
+        from adaptiveblur import io
+        from adaptiveblur.settings import FileOptions
+
+        limit = io.DEFAULT_MAX_PIXELS if self.max_pixels is None else (self.max_pixels or None)
+        return FileOptions(
+            map_path=self.map_path,
+            resize_map=self.resize_map,
+            output_format=self.output_format,
+            quality=self.quality,
+            overwrite=overwrite,
+            max_pixels=limit,
+        )
+
+
+def _option(name: str, annotation: Any, default: Any, *flags: str, help: str) -> inspect.Parameter:
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(default, *flags, help=help),
+        annotation=annotation,
+    )
+
+
+_COMMON = [
+    _option(
+        "max_sigma", float, ..., "--max-sigma", help="Sigma (pixels) where the intensity is 1."
+    ),
+    _option(
+        "min_sigma", float, 0.0, "--min-sigma", help="Sigma (pixels) where the intensity is 0."
+    ),
+    _option("gamma", float, 1.0, "--gamma", help="Curve exponent: sigma follows intensity**gamma."),
+    _option(
+        "invert", bool, False, "--invert", help="Blur dark pixels most instead of bright ones."
+    ),
+    _option(
+        "channel",
+        str,
+        "luminance",
+        "--channel",
+        help="Intensity: luminance (Rec. 709), mean, red, green, blue or alpha.",
+    ),
+    _option(
+        "map_path",
+        str | None,
+        None,
+        "--map",
+        help="Take intensity from this image (a depth map or mask) instead.",
+    ),
+    _option(
+        "resize_map", bool, False, "--resize-map", help="Resize a --map of another size to fit."
+    ),
+    _option("truncate", float, 3.0, "--truncate", help="Window radius in sigmas."),
+    _option(
+        "border", str, "reflect", "--border", help="Border mode: reflect, replicate or constant."
+    ),
+    _option(
+        "linear", bool, False, "--linear", help="Blur in linear light (default: as stored, sRGB)."
+    ),
+    _option("device", str, "auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    _option(
+        "method",
+        str,
+        "exact",
+        "--method",
+        help="exact, fast (approximate, <= 1 LSB at 8 bits) or auto.",
+    ),
+    _option("backend", str | None, None, "--backend", help="Force an implementation (see README)."),
+    _option(
+        "max_memory",
+        str | None,
+        None,
+        "--max-memory",
+        help="Memory budget for the blur's temporaries, e.g. 512M (default 1G).",
+    ),
+    _option(
+        "output_format",
+        str | None,
+        None,
+        "--format",
+        help="Output format: png, jpeg, tiff, webp, bmp (default: from the name).",
+    ),
+    _option("quality", int, 95, "--quality", help="JPEG/WebP quality, 1-100."),
+    _option(
+        "max_pixels",
+        int | None,
+        None,
+        "--max-pixels",
+        help="Refuse larger inputs (decompression-bomb guard); 0 = no limit.",
+    ),
+    inspect.Parameter(
+        "quiet",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        annotation=bool,
+    ),
+]
+_COMMON_NAMES = frozenset(parameter.name for parameter in _COMMON)
+
+
+def with_common_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the shared options; it receives them as ``common: CommonOptions``."""
+    own = inspect.signature(command, eval_str=True)
+    parameters = [p for p in own.parameters.values() if p.name != "common"]
+
+    @functools.wraps(command)
+    def with_options(**values: Any) -> None:
+        common = CommonOptions(**{name: values.pop(name) for name in _COMMON_NAMES})
+        command(**values, common=common)
+
+    signature = own.replace(parameters=parameters + _COMMON)
+    with_options.__signature__ = signature  # type: ignore[attr-defined]
+    with_options.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+    return with_options
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def parse_bytes(text: str | None) -> int | None:
+    """``"512M"``, ``"2G"``, ``"1048576"`` to bytes (powers of 1024); ``None`` stays ``None``.
+
+    Raises:
+        InvalidParameterError: not a positive size.
+    """
+    if text is None:
+        return None
+    match = _SIZE.match(text)
+    if not match:
+        raise InvalidParameterError(
+            f"expected a size like 512M or 2G for --max-memory, got {text!r}"
+        )
+    number, unit = float(match.group(1)), match.group(2).lower()
+    value = int(number * 1024 ** "kmgt".find(unit) * 1024) if unit else int(number)
+    if value <= 0:
+        raise InvalidParameterError(f"expected a positive --max-memory, got {text!r}")
+    return value

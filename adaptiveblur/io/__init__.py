@@ -1,0 +1,51 @@
+"""Images in and out: decode, EXIF orientation, formats, encode, atomic writes, the PNG codec.
+
+The names most callers need are here; each lives in the module of its one job:
+:mod:`~adaptiveblur.io.image` (the decoded image, float <-> samples),
+:mod:`~adaptiveblur.io.decode`, :mod:`~adaptiveblur.io.exif`,
+:mod:`~adaptiveblur.io.formats`, :mod:`~adaptiveblur.io.encode`,
+:mod:`~adaptiveblur.io.atomic` and :mod:`~adaptiveblur.io.png`. No torch here.
+"""
+
+from __future__ import annotations
+
+from adaptiveblur.io.atomic import write_text_atomically
+from adaptiveblur.io.decode import DEFAULT_MAX_PIXELS, load_image
+from adaptiveblur.io.encode import save_image
+from adaptiveblur.io.formats import (
+    READABLE_EXTENSIONS,
+    SUPPORTED_OUTPUT_FORMATS,
+    check_output_format,
+    check_quality,
+    format_for_path,
+    output_bit_depth,
+)
+from adaptiveblur.io.image import (
+    ALPHA_MODES,
+    MAX_VALUE,
+    MODES,
+    Image,
+    has_alpha,
+    quantise,
+    to_float,
+)
+
+__all__ = [
+    "ALPHA_MODES",
+    "DEFAULT_MAX_PIXELS",
+    "MAX_VALUE",
+    "MODES",
+    "READABLE_EXTENSIONS",
+    "SUPPORTED_OUTPUT_FORMATS",
+    "Image",
+    "check_output_format",
+    "check_quality",
+    "format_for_path",
+    "has_alpha",
+    "load_image",
+    "output_bit_depth",
+    "quantise",
+    "save_image",
+    "to_float",
+    "write_text_atomically",
+]

@@ -1,0 +1,288 @@
+"""Decode image files (paths, stdin, streams) into :class:`~adaptiveblur.io.image.Image`.
+
+Every input mode pillow knows is mapped onto L/LA/RGB/RGBA, EXIF orientation is applied
+to the pixels, and the ICC profile and EXIF bytes ride along to the output. 16-bit colour
+PNGs, which pillow reduces to 8 bits, go through :mod:`adaptiveblur.io.png`. The pixel
+limit is checked from the header, before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image as PILImage
+
+from adaptiveblur.errors import InputImageError, InvalidParameterError, os_reason
+from adaptiveblur.io import png
+from adaptiveblur.io.exif import apply_orientation, clean_exif, exif_orientation, pillow_orientation
+from adaptiveblur.io.image import MAX_VALUE, STDIO, Image, to_float
+
+DEFAULT_MAX_PIXELS: int = 2 * (PILImage.MAX_IMAGE_PIXELS or 89_478_485)
+
+
+def load_image(
+    source: str | os.PathLike[str] | BinaryIO,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    integers: bool = False,
+) -> Image:
+    """Decode an image file into float pixels (or its integer samples).
+
+    Args:
+        source: a path, ``"-"`` for standard input, or a binary file object (read from its
+            current position to the end).
+        max_pixels: refuse images with more pixels than this, checked from the header before
+            anything is decoded; ``None`` or 0 means no limit.
+        integers: keep the samples as stored (uint8, or uint16 for 16-bit images) in an
+            array of the caller's own, instead of float32 in ``[0, 1]``: a quarter of the
+            memory, and the conversion can run where the pixels go (a GPU).
+
+    Returns:
+        The decoded :class:`Image`, EXIF orientation applied.
+
+    Raises:
+        InputImageError: the source is missing, a directory, unreadable, empty, not an
+            image, corrupt, truncated, unsupported or larger than ``max_pixels``.
+        InvalidParameterError: ``max_pixels`` is negative.
+    """
+    limit = _pixel_limit(max_pixels)
+    name = source_name(source)
+    with _input_stream(source, name) as stream:
+        head = _read(stream, name, 32)
+        if not head:
+            raise InputImageError(f"cannot read '{name}': file is empty")
+        stream.seek(0)
+        if png.is_16_bit_colour(head):
+            return _load_png16(_read(stream, name), name, limit, integers)
+        return _load_with_pillow(stream, name, limit, integers)
+
+
+def _pixel_limit(max_pixels: int | None) -> int | None:
+    """Normalise ``max_pixels``: ``None`` for no limit, else a positive int."""
+    if max_pixels is None or max_pixels == 0:
+        return None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)):
+        raise InvalidParameterError(f"expected max_pixels to be an int, got {max_pixels!r}")
+    if max_pixels < 0:
+        raise InvalidParameterError(f"expected max_pixels >= 0, got {max_pixels}")
+    return int(max_pixels)
+
+
+def source_name(source: object) -> str:
+    """How to name the source in messages."""
+    if isinstance(source, str) and source == STDIO:
+        return "<stdin>"
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) else "<stream>"
+
+
+@contextlib.contextmanager
+def _input_stream(source: str | os.PathLike[str] | BinaryIO, name: str) -> Iterator[BinaryIO]:
+    """Yield a seekable binary stream positioned at the start of the image data."""
+    if isinstance(source, str) and source == STDIO:
+        yield io.BytesIO(_read(sys.stdin.buffer, name))
+        return
+    if not isinstance(source, (str, os.PathLike)):
+        # Pillow seeks to 0 itself, so a caller's stream is copied from where it stands.
+        yield io.BytesIO(_read(source, name))
+        return
+    try:
+        handle = open(source, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise InputImageError(f"cannot read '{name}': {os_reason(exc)}") from exc
+    with handle:
+        yield handle
+
+
+def _read(stream: BinaryIO, name: str, size: int = -1) -> bytes:
+    """Read from ``stream``, turning OS errors into :class:`InputImageError`."""
+    try:
+        return stream.read(size)
+    except OSError as exc:
+        raise InputImageError(f"cannot read '{name}': {os_reason(exc)}") from exc
+
+
+def _check_pixel_count(width: int, height: int, limit: int | None, name: str) -> None:
+    """Refuse images larger than ``limit`` pixels (a decompression bomb, or just too big)."""
+    pixels = width * height
+    if limit is not None and pixels > limit:
+        raise InputImageError(
+            f"'{name}' has {pixels:,} pixels, more than max_pixels ({limit:,})",
+            parameter="max_pixels",
+        )
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillow_limit_lifted(lift: bool = True) -> Iterator[None]:
+    """Switch pillow's own decompression-bomb error off while the block runs (if ``lift``).
+
+    Pillow raises above ``2 * MAX_IMAGE_PIXELS`` inside ``Image.open``, before the caller
+    sees the size, and has no per-call option, so its module-level setting is changed under
+    a lock and restored. Our own check (from the header, before decoding) replaces it.
+    """
+    if not lift:
+        yield
+        return
+    with _PILLOW_LIMIT_LOCK:
+        saved = PILImage.MAX_IMAGE_PIXELS
+        PILImage.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            PILImage.MAX_IMAGE_PIXELS = saved
+
+
+def _pillow_would_refuse(limit: int | None) -> bool:
+    """Whether pillow's own check is stricter than ``limit`` (so it must be lifted to load)."""
+    pillow_max = PILImage.MAX_IMAGE_PIXELS
+    return pillow_max is not None and (limit is None or limit > 2 * pillow_max)
+
+
+def _load_with_pillow(stream: BinaryIO, name: str, limit: int | None, integers: bool) -> Image:
+    """Decode anything but a 16-bit colour PNG with pillow.
+
+    Pillow's warnings are silenced: its decompression-bomb warning because our size check
+    replaces it, the others ("Corrupt EXIF data", ...) because either the image decodes or
+    :class:`InputImageError` says why not.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with _pillow_limit_lifted():  # only parses the header: the lock is held briefly
+                picture = PILImage.open(stream)
+        except Exception as exc:  # pillow raises many types for bad files
+            raise InputImageError(f"cannot read '{name}': {_decode_reason(exc)}") from exc
+        with picture:
+            _check_pixel_count(picture.width, picture.height, limit, name)
+            try:
+                with _pillow_limit_lifted(_pillow_would_refuse(limit)):
+                    picture.load()
+            except Exception as exc:
+                raise InputImageError(f"cannot read '{name}': {_decode_reason(exc)}") from exc
+            return _image_from_pillow(picture, name, integers)
+
+
+def _load_png16(data: bytes, name: str, limit: int | None, integers: bool) -> Image:
+    """Decode a 16-bit colour PNG with our own decoder, keeping all 16 bits."""
+    try:
+        decoded = png.decode_16_bit(
+            data, lambda width, height: _check_pixel_count(width, height, limit, name)
+        )
+    except png.PngError as exc:
+        raise InputImageError(f"cannot read '{name}': {exc}") from None
+    return Image(
+        pixels=_pixels(decoded.samples, 16, exif_orientation(decoded.exif), integers),
+        mode=decoded.mode,
+        bit_depth=16,
+        icc_profile=decoded.icc_profile,
+        exif=clean_exif(decoded.exif),
+        source_format="PNG",
+    )
+
+
+def _decode_reason(exc: BaseException) -> str:
+    """A one-line reason for a pillow decoding failure."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, PILImage.DecompressionBombError):
+        return f"image is too large ({text})"
+    if isinstance(exc, PILImage.UnidentifiedImageError):
+        return "not an image, or a format pillow cannot read"
+    if isinstance(exc, EOFError) or "truncated" in text.lower():
+        return "file is truncated"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os_reason(exc)
+    return f"file is corrupt ({text})"
+
+
+def _image_from_pillow(picture: PILImage.Image, name: str, integers: bool = False) -> Image:
+    """Convert a loaded pillow image to an :class:`Image`, orientation applied."""
+    icc = picture.info.get("icc_profile") or None
+    if picture.mode in ("CMYK", "LAB"):
+        icc = None  # the profile describes the source space, not the RGB we convert to
+    try:
+        values, mode = _normalise_mode(picture)
+    except (ValueError, OSError) as exc:  # ours, or pillow's "conversion not supported"
+        raise InputImageError(f"cannot read '{name}': {exc}") from exc
+    bit_depth = 16 if values.dtype.itemsize == 2 else 8
+    raw_exif = picture.info.get("exif")
+    exif = clean_exif(raw_exif if isinstance(raw_exif, bytes) else None)
+    orientation = exif_orientation(raw_exif) if exif else pillow_orientation(picture)
+    return Image(
+        pixels=_pixels(values, bit_depth, orientation, integers),
+        mode=mode,
+        bit_depth=bit_depth,
+        icc_profile=icc if isinstance(icc, bytes) else None,
+        exif=exif,
+        source_format=picture.format,
+    )
+
+
+def _normalise_mode(picture: PILImage.Image) -> tuple[np.ndarray, str]:
+    """Map any pillow mode onto L/LA/RGB/RGBA.
+
+    Returns:
+        ``(values, mode)`` where ``values`` is uint8 or uint16 of shape ``(H, W, C)``.
+
+    Raises:
+        ValueError: the mode cannot be represented (32-bit float, out-of-range integers).
+    """
+    mode = picture.mode
+    transparent = "transparency" in picture.info
+    if mode.startswith("I;16"):
+        return _with_channel_axis(np.asarray(picture).astype(np.uint16)), "L"
+    if mode == "I":
+        return _with_channel_axis(_int32_to_uint16(np.asarray(picture))), "L"
+    if mode == "F":
+        raise ValueError("32-bit float images are not supported")
+    target = _target_mode(mode, transparent, picture)
+    if target != mode:
+        picture = picture.convert(target)
+    return _with_channel_axis(np.asarray(picture)), target
+
+
+def _target_mode(mode: str, transparent: bool, picture: PILImage.Image) -> str:
+    """The one of L/LA/RGB/RGBA that a pillow mode becomes."""
+    if mode in ("1", "L"):
+        return "LA" if transparent and mode == "L" else "L"
+    if mode in ("LA", "La"):
+        return "LA"
+    if mode == "P":
+        palette_alpha = picture.palette is not None and picture.palette.mode == "RGBA"
+        return "RGBA" if transparent or palette_alpha else "RGB"
+    if mode in ("PA", "RGBA", "RGBa"):
+        return "RGBA"
+    if mode == "RGB":
+        return "RGBA" if transparent else "RGB"
+    return "RGB"  # RGBX, CMYK, YCbCr, HSV; LAB through sRGB (pillow uses ImageCms for it)
+
+
+def _int32_to_uint16(values: np.ndarray) -> np.ndarray:
+    """32-bit integer samples as 16-bit, if they fit (16-bit grey read by older decoders)."""
+    if values.size and (values.min() < 0 or values.max() > MAX_VALUE[16]):
+        raise ValueError("32-bit integer images with values outside 0..65535 are not supported")
+    return values.astype(np.uint16)
+
+
+def _with_channel_axis(values: np.ndarray) -> np.ndarray:
+    """``(H, W)`` → ``(H, W, 1)``; ``(H, W, C)`` unchanged."""
+    return values[:, :, None] if values.ndim == 2 else values
+
+
+def _pixels(values: np.ndarray, bit_depth: int, orientation: int, integers: bool) -> np.ndarray:
+    """Decoded samples as :attr:`Image.pixels`: float32, or an owned, writable integer copy."""
+    if integers:
+        return np.array(apply_orientation(values, orientation), order="C")
+    return apply_orientation(to_float(values, bit_depth), orientation)

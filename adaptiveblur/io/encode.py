@@ -1,0 +1,104 @@
+"""Encode an :class:`~adaptiveblur.io.image.Image` and write it (atomically) to a file, stdout or a stream.
+
+Every PNG is written by :mod:`adaptiveblur.io.png` (8 or 16 bits, parallel deflate);
+the other formats by pillow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image as PILImage
+
+from adaptiveblur.errors import InvalidParameterError
+from adaptiveblur.io import png
+from adaptiveblur.io.atomic import write_file_atomically, write_stream
+from adaptiveblur.io.decode import source_name
+from adaptiveblur.io.exif import EXIF_PREFIX
+from adaptiveblur.io.formats import (
+    check_output_format,
+    check_quality,
+    output_bit_depth,
+    save_options,
+)
+from adaptiveblur.io.image import SAMPLE_TYPES, STDIO, Image, quantise, to_float
+
+
+def save_image(
+    image: Image,
+    dest: str | os.PathLike[str] | BinaryIO,
+    *,
+    format: str | None = None,
+    quality: int = 95,
+    overwrite: bool = True,
+) -> None:
+    """Encode ``image`` and write it to a file, stdout or a stream.
+
+    Pixels are clipped to ``[0, 1]`` and rounded to the nearest integer at the output bit
+    depth (``image.bit_depth`` where the format can hold it, else 8). Files are written
+    atomically: a temporary file next to ``dest`` is renamed over it only once complete,
+    so on any failure (Ctrl-C included) ``dest`` is untouched and no temporary is left.
+
+    Args:
+        image: the image to write.
+        dest: a path, ``"-"`` for stdout, or a binary file object.
+        format: a format name or alias; ``None`` to infer it from ``dest``'s extension
+            (required for stdout and for streams without a name).
+        quality: 1-100, for JPEG and WebP (100 means lossless WebP).
+        overwrite: if False, refuse to replace an existing file.
+
+    Raises:
+        OutputImageError: unknown output format, alpha in a format without it, missing or
+            unwritable directory, ``dest`` is a directory or exists with ``overwrite=False``,
+            or the encoder or the write failed.
+        InvalidParameterError: ``quality`` is out of range or the pixels contain NaN.
+    """
+    quality = check_quality(quality)
+    name = check_output_format(image.mode, format, dest)
+
+    def encode(stream: BinaryIO) -> None:
+        _encode(image, name, quality, stream)
+
+    if isinstance(dest, str) and dest == STDIO:
+        write_stream(sys.stdout.buffer, encode, "<stdout>")
+    elif isinstance(dest, (str, os.PathLike)):
+        write_file_atomically(os.fspath(dest), encode, overwrite)
+    else:
+        write_stream(dest, encode, source_name(dest))
+
+
+def _encode(image: Image, format: str, quality: int, stream: BinaryIO) -> None:
+    """Write ``image`` encoded as ``format`` to ``stream``."""
+    depth = output_bit_depth(image.mode, image.bit_depth, format)
+    values = _samples(image.pixels, depth)
+    if format == "PNG":
+        exif = image.exif
+        if exif is not None and exif.startswith(EXIF_PREFIX):
+            exif = exif[len(EXIF_PREFIX) :]  # a PNG's eXIf chunk holds the TIFF part alone
+        stream.write(png.encode(values, image.mode, image.icc_profile, exif))
+        return
+    picture = PILImage.fromarray(values[:, :, 0] if values.shape[2] == 1 else values)
+    picture.save(stream, format=format, **save_options(image, format, quality))
+
+
+def _samples(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Pixels as contiguous uint8/uint16 samples of ``bit_depth``, rounded by :func:`quantise`.
+
+    Integer samples of the wanted depth pass as they are; of the other depth they are
+    converted through float like any other pixels.
+
+    Raises:
+        InvalidParameterError: the pixels contain NaN.
+    """
+    dtype = np.dtype(pixels.dtype)
+    if dtype.kind in "ui":
+        if dtype.name == SAMPLE_TYPES[bit_depth]:
+            return np.ascontiguousarray(pixels)
+        pixels = to_float(pixels, 16 if dtype.itemsize == 2 else 8)
+    values = np.asarray(pixels, dtype=np.float32)
+    if np.isnan(values).any():
+        raise InvalidParameterError("expected finite pixel values, got NaN")
+    return np.ascontiguousarray(quantise(values, bit_depth).astype(SAMPLE_TYPES[bit_depth]))

@@ -1,0 +1,180 @@
+"""Output formats: names and aliases, which formats can hold alpha and 16 bits, their save options."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import features
+
+from adaptiveblur.errors import InvalidParameterError, OutputImageError
+from adaptiveblur.io.image import CHANNELS, MODES, STDIO, Image
+
+_FORMAT_ALIASES = {
+    "png": "PNG",
+    "jpg": "JPEG",
+    "jpeg": "JPEG",
+    "jpe": "JPEG",
+    "jfif": "JPEG",
+    "tif": "TIFF",
+    "tiff": "TIFF",
+    "webp": "WEBP",
+    "bmp": "BMP",
+    "dib": "BMP",
+}
+
+SUPPORTED_OUTPUT_FORMATS: tuple[str, ...] = tuple(
+    name
+    for name in ("PNG", "JPEG", "TIFF", "WEBP", "BMP")
+    if name != "WEBP" or features.check("webp")
+)
+
+_ALPHA_FORMATS = frozenset({"PNG", "TIFF", "WEBP"})
+
+_METADATA_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "WEBP"})
+
+_DISPLAY_NAMES = {"WEBP": "WebP"}
+
+_JPEG_MAX_EXIF = 65533  # one APP1 marker; larger EXIF blocks are dropped for JPEG
+
+_WEBP_LOSSLESS_QUALITY = 100  # quality 100 means lossless WebP rather than "lossy, best"
+
+
+def _readable_extensions() -> frozenset[str]:
+    """Extensions (lower case, with the dot) of every format pillow can open."""
+    return frozenset(
+        ext.lower()
+        for ext, name in PILImage.registered_extensions().items()
+        if name in PILImage.OPEN
+    )
+
+
+READABLE_EXTENSIONS: frozenset[str] = _readable_extensions()
+
+
+def format_for_path(path: str | os.PathLike[str]) -> str | None:
+    """The output format (pillow's name) an extension selects, or ``None``.
+
+    Args:
+        path: an output path such as ``"out.jpg"``; case does not matter.
+
+    Returns:
+        One of :data:`SUPPORTED_OUTPUT_FORMATS`, or ``None`` for an unknown or unsupported
+        extension.
+    """
+    extension = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    name = _FORMAT_ALIASES.get(extension)
+    return name if name in SUPPORTED_OUTPUT_FORMATS else None
+
+
+def check_output_format(
+    mode: str,
+    format: str | None,
+    dest: str | os.PathLike[str] | BinaryIO | None = None,
+) -> str:
+    """Resolve the output format and check it can hold ``mode``, without any pixels.
+
+    Lets the CLI fail before the slow blur rather than after it.
+
+    Args:
+        mode: the image's channel layout (``"L"``, ``"LA"``, ``"RGB"``, ``"RGBA"``).
+        format: a format name or alias (``"png"``, ``"jpg"``, ``"JPEG"``, ``"tif"``, ...);
+            ``None`` to infer it from ``dest``.
+        dest: the destination path, ``"-"`` for stdout, or a file object; used only when
+            ``format`` is ``None``.
+
+    Returns:
+        Pillow's format name, one of :data:`SUPPORTED_OUTPUT_FORMATS`.
+
+    Raises:
+        InvalidParameterError: ``mode`` or ``format`` is not a known name.
+        OutputImageError: no format was given and none follows from ``dest``, or the format
+            cannot store transparency and ``mode`` has alpha.
+    """
+    if mode not in CHANNELS:
+        raise InvalidParameterError(f"expected mode in {MODES}, got {mode!r}")
+    name = format_name(format) if format is not None else _format_from_dest(dest)
+    if mode in ("LA", "RGBA") and name not in _ALPHA_FORMATS:
+        raise OutputImageError(
+            f"{display_name(name)} cannot store transparency; write PNG, WebP or TIFF instead"
+        )
+    return name
+
+
+def output_bit_depth(mode: str, bit_depth: int, format: str) -> int:
+    """The bit depth an image of ``mode``/``bit_depth`` gets when written as ``format``.
+
+    16 bits survive in PNG (any mode) and in greyscale TIFF; everything else is 8-bit.
+    """
+    name = format_name(format)
+    if bit_depth == 16 and (name == "PNG" or (name == "TIFF" and mode == "L")):
+        return 16
+    return 8
+
+
+def check_quality(quality: int) -> int:
+    """``quality`` if it is an int in 1..100 (JPEG and WebP); else :class:`InvalidParameterError`."""
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
+        raise InvalidParameterError(f"expected quality to be an int, got {quality!r}")
+    if not 1 <= quality <= 100:
+        raise InvalidParameterError(f"expected quality in 1..100, got {quality}")
+    return int(quality)
+
+
+def format_name(format: str) -> str:
+    """Pillow's name for a format name or alias; InvalidParameterError if unknown."""
+    key = format.strip().lower().lstrip(".")
+    name = _FORMAT_ALIASES.get(key)
+    if name is None or name not in SUPPORTED_OUTPUT_FORMATS:
+        choices = ", ".join(display_name(n) for n in SUPPORTED_OUTPUT_FORMATS)
+        raise InvalidParameterError(f"unknown output format {format!r}; choose one of {choices}")
+    return name
+
+
+def _format_from_dest(dest: str | os.PathLike[str] | BinaryIO | None) -> str:
+    """The format implied by a destination path; OutputImageError when there is none."""
+    if dest is None or (isinstance(dest, str) and dest == STDIO):
+        raise OutputImageError("writing to stdout needs a format", parameter="format")
+    if not isinstance(dest, (str, os.PathLike)):
+        dest_name = getattr(dest, "name", None)
+        if not isinstance(dest_name, str):
+            raise OutputImageError("writing to a stream needs a format")
+        dest = dest_name
+    name = format_for_path(dest)
+    if name is not None:
+        return name
+    path = os.fspath(dest)
+    extension = os.path.splitext(path)[1].lower()
+    if extension in PILImage.registered_extensions():
+        choices = ", ".join(display_name(n) for n in SUPPORTED_OUTPUT_FORMATS)
+        raise OutputImageError(
+            f"cannot write '{path}': {extension} output is not supported; use one of {choices}"
+        )
+    raise OutputImageError(f"cannot tell the output format from '{path}'", parameter="format")
+
+
+def display_name(name: str) -> str:
+    """How a format name is written in messages (``WebP``, ``JPEG``)."""
+    return _DISPLAY_NAMES.get(name, name)
+
+
+def save_options(image: Image, format: str, quality: int) -> dict[str, Any]:
+    """Pillow ``save`` keyword arguments for ``format``."""
+    options: dict[str, Any] = {}
+    if format in _METADATA_FORMATS:
+        if image.icc_profile:
+            options["icc_profile"] = image.icc_profile
+        if image.exif and not (format == "JPEG" and len(image.exif) > _JPEG_MAX_EXIF):
+            options["exif"] = image.exif
+    if format == "JPEG":
+        options["quality"] = quality
+        options["subsampling"] = "4:4:4" if quality >= 90 else "4:2:0"
+    elif format == "WEBP":
+        options["quality"] = quality
+        options["lossless"] = quality == _WEBP_LOSSLESS_QUALITY
+        options["exact"] = True  # keep colour under transparent pixels (straight alpha)
+    elif format == "TIFF" and features.check("libtiff"):
+        options["compression"] = "tiff_adobe_deflate"
+    return options

@@ -1,0 +1,116 @@
+"""The decoded image and its sample conventions: modes, bit depths, alpha, float <-> samples.
+
+Decoded images are ``(H, W, C)`` arrays in one of four layouts (``L``, ``LA``, ``RGB``,
+``RGBA``), alpha straight (not premultiplied) in the last channel. Pixels are float32 in
+``[0, 1]`` or the stored integer samples; :func:`to_float` and :func:`quantise` convert
+between them, and are the only place that does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from adaptiveblur.errors import InvalidParameterError
+
+MODES: tuple[str, ...] = ("L", "LA", "RGB", "RGBA")
+
+CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+
+ALPHA_MODES = frozenset({"LA", "RGBA"})  # modes whose last channel is alpha
+
+MAX_VALUE = {8: 255, 16: 65535}  # largest sample at each bit depth
+
+SAMPLE_TYPES = {8: "uint8", 16: "uint16"}  # integer pixels at each bit depth
+
+# Format names (pillow's) and the aliases and extensions that select them.
+
+STDIO = "-"  # a path that means standard input or output
+
+
+@dataclass(eq=False)
+class Image:
+    """A decoded image, ready for processing.
+
+    Attributes:
+        pixels: array of shape ``(H, W, C)``: float32 values in ``[0, 1]``, or the stored
+            integer samples (uint8 for ``bit_depth`` 8, uint16 for 16; see
+            :func:`load_image`'s ``integers``); alpha, when present, is the last channel
+            and is straight (not premultiplied).
+        mode: channel layout, one of ``"L"``, ``"LA"``, ``"RGB"``, ``"RGBA"``.
+        bit_depth: 8 or 16, what the source stored; the output follows it where the output
+            format can hold it.
+        icc_profile: raw ICC profile bytes, or ``None``.
+        exif: raw EXIF bytes starting with ``b"Exif\\0\\0"``, with the orientation already
+            applied to ``pixels`` and reset to 1 here, or ``None``.
+        source_format: pillow's name of the format it was read from (``"PNG"``, ``"JPEG"``).
+
+    Raises:
+        InvalidParameterError: if ``mode``, ``bit_depth``, the shape of ``pixels`` or an
+            integer ``pixels`` dtype is wrong.
+    """
+
+    pixels: np.ndarray
+    mode: str
+    bit_depth: int
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    source_format: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in CHANNELS:
+            raise InvalidParameterError(f"expected mode in {MODES}, got {self.mode!r}")
+        if self.bit_depth not in MAX_VALUE:
+            raise InvalidParameterError(f"expected bit_depth 8 or 16, got {self.bit_depth!r}")
+        shape = tuple(getattr(self.pixels, "shape", ()))
+        channels = CHANNELS[self.mode]
+        if len(shape) != 3 or shape[2] != channels:
+            raise InvalidParameterError(
+                f"expected pixels of shape (H, W, {channels}) for mode {self.mode}, got {shape}"
+            )
+        dtype = np.dtype(self.pixels.dtype)
+        if dtype.kind in "ui" and dtype.name != SAMPLE_TYPES[self.bit_depth]:
+            raise InvalidParameterError(
+                f"expected {SAMPLE_TYPES[self.bit_depth]} samples for bit_depth "
+                f"{self.bit_depth}, got {dtype.name}"
+            )
+
+    def float_pixels(self) -> np.ndarray:
+        """``pixels`` as float32 in ``[0, 1]`` (converted when they are integer samples)."""
+        if np.dtype(self.pixels.dtype).kind in "ui":
+            return to_float(self.pixels, self.bit_depth)
+        return np.asarray(self.pixels, dtype=np.float32)
+
+    @property
+    def has_alpha(self) -> bool:
+        """Whether the last channel is alpha."""
+        return has_alpha(self.mode)
+
+    @property
+    def color_channels(self) -> int:
+        """Number of channels that are not alpha (1 or 3)."""
+        return CHANNELS[self.mode] - int(self.has_alpha)
+
+
+def to_float(values: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Integer samples → float32 in [0, 1]."""
+    pixels = values.astype(np.float32)
+    pixels /= np.float32(MAX_VALUE[bit_depth])
+    return pixels
+
+
+def quantise(values: Any, bit_depth: int) -> Any:
+    """THE rounding from float pixels to samples: clip to [0, 1], scale, round half to even.
+
+    Works on numpy arrays and torch tensors alike (only ``clip``, ``*`` and ``round``), so
+    samples rounded on a GPU are the ones saving would round here. Returns rounded floats
+    in ``[0, MAX_VALUE[bit_depth]]``; the caller casts them to :data:`SAMPLE_TYPES`.
+    """
+    return (values.clip(0.0, 1.0) * float(MAX_VALUE[bit_depth])).round()
+
+
+def has_alpha(mode: str) -> bool:
+    """Whether the last channel of ``mode`` (one of :data:`MODES`) is alpha."""
+    return mode in ALPHA_MODES

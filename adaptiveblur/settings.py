@@ -1,0 +1,76 @@
+"""What a command asks for: how to blur (:class:`BlurSettings`) and how to treat files (:class:`FileOptions`).
+
+Plain frozen dataclasses, checked once before any work starts; the command line builds
+them from its options and the library functions take them whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adaptiveblur import io
+from adaptiveblur.borders import DEFAULT_BORDER
+from adaptiveblur.kernels import DEFAULT_TRUNCATE
+from adaptiveblur.ops.blur import check_blur_options
+from adaptiveblur.ops.registry import DEFAULT_METHOD
+from adaptiveblur.sigma import DEFAULT_CHANNEL, check_mapping
+
+
+@dataclass(frozen=True)
+class BlurSettings:
+    """How to turn an image into a sigma map and blur it (the blur options of ``run`` and ``batch``).
+
+    Attributes:
+        max_sigma, min_sigma, gamma, invert, channel: the sigma mapping
+            (see :func:`adaptiveblur.sigma.sigma_from_intensity`).
+        truncate, border, method, backend, max_memory: as for
+            :func:`adaptiveblur.adaptive_blur`.
+        linear: blur the colour in linear light (sRGB decoded first).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    """
+
+    max_sigma: float
+    min_sigma: float = 0.0
+    gamma: float = 1.0
+    invert: bool = False
+    channel: str = DEFAULT_CHANNEL
+    truncate: float = DEFAULT_TRUNCATE
+    border: str = DEFAULT_BORDER
+    linear: bool = False
+    device: str = "auto"
+    method: str = DEFAULT_METHOD
+    backend: str | None = None
+    max_memory: int | None = None
+
+    def check(self) -> None:
+        """Raise :class:`InvalidParameterError` for any bad value, before any work is done."""
+        check_mapping(self.min_sigma, self.max_sigma, self.gamma)
+        check_blur_options(self.truncate, self.border, self.max_memory)
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """How files are read and written, for one file or a batch.
+
+    Attributes:
+        map_path: take the sigma map's intensity from this image instead of the input.
+        resize_map: resize a map of another size to each input's size (else an error).
+        output_format: a format name or alias; ``None`` takes it from each output's name.
+        quality: 1-100, for JPEG and WebP.
+        overwrite: for ``run``, let the output replace the input; for a batch, redo
+            outputs that exist (they are skipped otherwise).
+        max_pixels: refuse larger inputs; ``None`` or 0 means no limit.
+    """
+
+    map_path: str | None = None
+    resize_map: bool = False
+    output_format: str | None = None
+    quality: int = 95
+    overwrite: bool = False
+    max_pixels: int | None = io.DEFAULT_MAX_PIXELS
+
+    def check(self) -> None:
+        """Raise :class:`InvalidParameterError` for a bad quality or format name."""
+        io.check_quality(self.quality)
+        if self.output_format is not None:
+            io.check_output_format("L", self.output_format)

@@ -1,0 +1,118 @@
+"""What many test files need: tiny images, the CLI run in-process or as a subprocess, snapshots
+of folders, clean-error assertions and temporaries. The references live in ``oracle.py``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from adaptiveblur import io as abio
+
+HEIGHT, WIDTH = 17, 23  # a small image of odd sizes
+EXACT = 1e-5  # float32 against the float64 oracle: the documented promise
+PREFIX = "adaptiveblur: error:"  # how every error line starts
+FAILED = "adaptiveblur: failed:"  # how a batch reports a file that failed
+REPO = Path(__file__).resolve().parents[1]
+SUBPROCESS_TIMEOUT = 120
+
+
+# ---- images -----------------------------------------------------------------------------
+
+
+def chw(pixels: np.ndarray) -> np.ndarray:
+    """``(H, W, C)`` → ``(C, H, W)`` float64."""
+    return np.asarray(pixels, dtype=np.float64).transpose(2, 0, 1)
+
+
+def make_image(pixels: np.ndarray, mode: str, bit_depth: int = 8) -> abio.Image:
+    """An :class:`adaptiveblur.io.Image` of float32 ``pixels``."""
+    return abio.Image(
+        pixels=np.ascontiguousarray(pixels, dtype=np.float32), mode=mode, bit_depth=bit_depth
+    )
+
+
+def random_rgb(rng: np.random.Generator, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    """8-bit representable float RGB pixels ``(H, W, 3)``."""
+    return (rng.integers(0, 256, (height, width, 3)) / 255.0).astype(np.float32)
+
+
+def pixels_of(path: Path) -> np.ndarray:
+    """The samples of an image file, as pillow decodes them."""
+    with PILImage.open(path) as picture:
+        return np.asarray(picture).copy()
+
+
+# ---- folders ----------------------------------------------------------------------------
+
+
+def files_under(root: Path) -> set[str]:
+    """Every file below ``root`` (hidden ones included), as ``/``-separated relative names."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()}
+
+
+def temporaries(root: Path) -> list[str]:
+    """Temporary files left below ``root`` (relative names, sorted)."""
+    return sorted(name for name in files_under(root) if name.endswith(".tmp"))
+
+
+def snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every entry under ``directory``: files with their bytes, folders as ``None``."""
+    return {
+        str(path.relative_to(directory)): None if path.is_dir() else path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+    }
+
+
+# ---- the command line -------------------------------------------------------------------
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the command in-process: ``(exit code, stdout, stderr)``."""
+    from adaptiveblur.cli import main
+
+    capsys.readouterr()  # drop what fixtures printed (the random seed)
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_clean_error(
+    code: int, out: str, err: str, expected_code: int, fragment: str = ""
+) -> None:
+    """One error line on stderr (no traceback), nothing on stdout, the expected exit code."""
+    assert code == expected_code, err
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(PREFIX)
+    assert "Traceback" not in err
+    assert fragment in lines[0], lines[0]
+
+
+def subprocess_env() -> dict[str, str]:
+    """This environment, with the checkout importable and no colour or warning settings."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    for name in ("FORCE_COLOR", "PYTHONWARNINGS"):
+        env.pop(name, None)
+    return env
+
+
+def run_subprocess(
+    args: list[str], cwd: Path, **kwargs: object
+) -> subprocess.CompletedProcess[bytes]:
+    """``python ARGS`` in ``cwd`` with :func:`subprocess_env`, captured, with a time limit."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        capture_output=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        env=subprocess_env(),
+        **kwargs,  # type: ignore[call-overload]
+    )
