@@ -34,8 +34,8 @@ from adaptiveblur.errors import (
 from adaptiveblur.graphs import ShapeGraphs
 from adaptiveblur.kernels import DEFAULT_TRUNCATE
 from adaptiveblur.ops import adaptive_blur
-from adaptiveblur.ops.backends import DEFAULT_METHOD, choose_backend
 from adaptiveblur.ops.blur import ProgressCallback, check_blur_options
+from adaptiveblur.ops.registry import DEFAULT_METHOD, choose_backend
 from adaptiveblur.sigma import DEFAULT_CHANNEL, check_mapping, intensity, sigma_from_intensity
 from adaptiveblur.workers import run_tasks
 
@@ -560,7 +560,7 @@ def _recordable(settings: BlurSettings, device: str) -> bool:
         chosen = choose_backend(settings.method, settings.backend, target)
     except AdaptiveBlurError:  # each file reports it
         return False
-    return chosen.backend.name == "triton"
+    return chosen.backend.graph_safe
 
 
 def _blur_recorded(
