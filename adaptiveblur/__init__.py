@@ -27,6 +27,9 @@ from adaptiveblur.errors import (
 
 _LAZY = {
     "adaptive_blur": "adaptiveblur.ops",
+    "spatially_varying_conv2d": "adaptiveblur.nn",
+    "AdaptiveGaussianBlur": "adaptiveblur.nn",
+    "SpatiallyVaryingConv2d": "adaptiveblur.nn",
     "sigma_from_intensity": "adaptiveblur.sigma",
     "intensity": "adaptiveblur.sigma",
     "load_image": "adaptiveblur.io",

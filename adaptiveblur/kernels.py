@@ -15,8 +15,8 @@ import torch
 DEFAULT_TRUNCATE = 3.0
 
 # Below this sigma the radius is 0 for any truncate <= 3 (the pixel is left as it is);
-# clamping keeps exp(-d^2 / (2 s^2)) finite at d = 0 for s = 0.
-_SIGMA_FLOOR = 1e-3
+# clamping keeps exp(-d^2 / (2 s^2)) finite at d = 0 for s = 0. Every backend clamps here.
+SIGMA_FLOOR = 1e-3
 
 
 def radius_for(sigma: float, truncate: float = DEFAULT_TRUNCATE) -> int:
@@ -45,7 +45,7 @@ def gaussian_taps(sigma: torch.Tensor, radius: torch.Tensor, offsets: torch.Tens
         ``(..., K)`` weights ``exp(-d^2 / (2 sigma^2))`` for ``|d| <= radius``, else 0.
         Not normalised; the caller divides by the window's total weight.
     """
-    s = sigma.clamp_min(_SIGMA_FLOOR).unsqueeze(-1)
+    s = sigma.clamp_min(SIGMA_FLOOR).unsqueeze(-1)
     d = offsets.to(sigma.dtype)
     taps = torch.exp(-(d * d) / (2.0 * s * s))
     inside = offsets.abs() <= radius.unsqueeze(-1)

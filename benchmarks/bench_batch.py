@@ -31,7 +31,7 @@ to the same alternation; ``--each-size K`` gives every K images a size of their 
 sizes recorded and hardly replayed, the graphs' worst case).
 
 ``--backend``, ``--method`` and ``--device`` are passed to the command. ``--register
-NAME=MODULE[@DEVICES]`` previews a backend that ``adaptiveblur/ops/backends.py`` does not list
+NAME=MODULE[@DEVICES]`` previews a backend that ``adaptiveblur/ops/registry.py`` does not list
 yet: the command then runs as ``python -c <register, then cli.main>`` instead of the console
 script (same code path otherwise). Prints one table on stdout; progress goes to stderr.
 
@@ -78,7 +78,7 @@ TARGET_CODEC_RATIO = 0.9  # on a GPU host
 # Runs the CLI after adding a backend to the registry, for backends not integrated yet.
 _REGISTERING = """\
 import sys
-from adaptiveblur.ops import backends
+from adaptiveblur.ops import registry as backends
 name, module, devices = sys.argv[1:4]
 if name not in backends.BACKEND_NAMES:
     entry = backends.Backend(name, "exact", frozenset(devices.split(",")), module)

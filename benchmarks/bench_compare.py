@@ -7,7 +7,7 @@ peak resident memory of the child, from ``os.wait4``'s ``ru_maxrss``), on a natu
 folder) at each ``--sizes`` and ``--sigmas`` (``sigma = max_sigma * Rec. 709 luma``):
 
 * ``adaptiveblur run IN OUT --max-sigma S --quiet --device cpu --backend native`` (exact),
-* ``adaptiveblur ... --method fast`` when ``adaptiveblur.ops.backends.BACKENDS`` lists a
+* ``adaptiveblur ... --method fast`` when ``adaptiveblur.ops.registry.BACKENDS`` lists a
   backend of method ``fast`` (otherwise the row is left out, and the notes say so),
 * ``adaptiveblur ... --backend reference`` (the plain unfold path) where its estimated time
   per run is under ``--reference-limit`` seconds (at the defaults: 1 MP, sigma <= 4), else
@@ -73,7 +73,7 @@ from PIL import Image
 import adaptiveblur
 from adaptiveblur import adaptive_blur, io
 from adaptiveblur.kernels import DEFAULT_TRUNCATE, radius_for
-from adaptiveblur.ops import backends
+from adaptiveblur.ops import registry
 from adaptiveblur.render import blur_image, sigma_map_for
 from adaptiveblur.settings import BlurSettings
 
@@ -192,7 +192,7 @@ def package_version(name: str) -> str:
 
 
 def fast_registered() -> bool:
-    return any(backend.method == "fast" for backend in backends.BACKENDS)
+    return any(backend.method == "fast" for backend in registry.BACKENDS)
 
 
 # ---------------------------------------------------------------- measuring
@@ -676,7 +676,7 @@ def render(
     ]
     if not with_fast:
         notes.append(
-            "No backend of method 'fast' is registered in adaptiveblur.ops.backends.BACKENDS, "
+            "No backend of method 'fast' is registered in adaptiveblur.ops.registry.BACKENDS, "
             "so the `--method fast` rows are left out (they appear once one is)."
         )
     if "adaptiveblur reference (unfold)" in tools:

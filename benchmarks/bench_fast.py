@@ -2,7 +2,7 @@
 
 Three questions, one mode each (stdout is the table; progress goes to stderr):
 
-``python benchmarks/bench_fast.py`` (``--sizes``, ``--sigmas``, ``--device``, ``--repeat``)
+``python benchmarks/bench_levels.py`` (``--sizes``, ``--sigmas``, ``--device``, ``--repeat``)
     Time and accuracy on a natural photo (``sample_images/astronaut.jpg`` resized) with
     ``sigma = max_sigma * luminance`` (``--map constant``: ``max_sigma`` everywhere; ``--map
     octave``: ``max_sigma * 2**(luminance - 1)``, one octave wide): fast time (median of
@@ -52,7 +52,8 @@ import torch
 from adaptiveblur import adaptive_blur
 from adaptiveblur.borders import read_window
 from adaptiveblur.kernels import radius_map
-from adaptiveblur.ops import backends, fast, reference
+from adaptiveblur.ops import levels, reference, registry
+from adaptiveblur.ops.tile import TileInput
 
 FAST_BACKEND = "levels"
 PHOTO = Path(__file__).resolve().parents[1] / "sample_images" / "astronaut.jpg"
@@ -93,7 +94,7 @@ def main() -> None:
     parser.add_argument(
         "--levels-per-octave",
         type=int,
-        default=fast.LEVELS_PER_OCTAVE,
+        default=levels.LEVELS_PER_OCTAVE,
         help="node density (analysis only: the bound holds for the default)",
     )
     parser.add_argument("--corpus", action="store_true", help="synthetic worst cases against exact")
@@ -108,9 +109,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    register_backends()
     # setattr: a module constant, changed for this process only.
-    setattr(fast, "LEVELS_PER_OCTAVE", args.levels_per_octave)  # noqa: B010
+    setattr(levels, "LEVELS_PER_OCTAVE", args.levels_per_octave)  # noqa: B010
     if args.design:
         run_design(args.truncate)
     elif args.bound:
@@ -126,26 +126,6 @@ def main() -> None:
 def parse_size(text: str) -> tuple[int, int]:
     width, height = text.lower().split("x")
     return int(width), int(height)
-
-
-def register_backends() -> None:
-    """Make the fast backend (and the native exact one, where it builds) usable by name.
-
-    Only for this process, and only while ``backends.BACKENDS`` does not list them yet.
-    """
-    entries = list(backends.BACKENDS)
-    if "native" not in backends.BACKEND_NAMES and native_module() is not None:
-        native = backends.Backend("native", "exact", frozenset({"cpu"}), "adaptiveblur.ops.native")
-        entries.insert(0, native)  # fastest exact first
-    if FAST_BACKEND not in backends.BACKEND_NAMES:
-        entries.append(
-            backends.Backend(
-                FAST_BACKEND, "fast", frozenset({"cpu", "cuda"}), "adaptiveblur.ops.fast"
-            )
-        )
-    # setattr: the registry is a module constant, patched for this process only.
-    setattr(backends, "BACKENDS", tuple(entries))  # noqa: B010
-    setattr(backends, "BACKEND_NAMES", tuple(entry.name for entry in entries))  # noqa: B010
 
 
 def note(message: str) -> None:
@@ -167,7 +147,7 @@ def run_table(sizes: list[tuple[int, int]], sigmas: list[float], args: argparse.
     print(
         f"of {args.crop}x{args.crop} against float64 {reference_name()}; median of {args.repeat} runs"
     )
-    print(f"sigma map: {args.map}; {fast.LEVELS_PER_OCTAVE} levels per octave")
+    print(f"sigma map: {args.map}; {levels.LEVELS_PER_OCTAVE} levels per octave")
     header = (
         f"{'size':>11} {'max σ':>6} {'fast s':>8} {'exact s':>9} {'speed-up':>8} "
         f"{'PSNR dB':>8} {'max LSB':>8} {'8-bit Δ':>7} {'GPU MiB':>8}"
@@ -219,10 +199,9 @@ def sigma_map(kind: str, max_sigma: float, luminance: torch.Tensor) -> torch.Ten
 
 
 PHASES = {
-    "_blur_exact_small": "exact windows",
+    "blur_exact_small": "exact windows",
     "_blur_levels": "levels",
     "stencil_weights": "weights",
-    "infer_truncate": "truncate",
     "_plan_subtiles": "plan",
 }
 
@@ -230,7 +209,7 @@ PHASES = {
 def phase_times(image: torch.Tensor, sigma: torch.Tensor, device: torch.device) -> str:
     """One fast run with the backend's phases wrapped: each synchronised and timed, in ms."""
     spent = dict.fromkeys(PHASES.values(), 0.0)
-    originals = {name: getattr(fast, name) for name in PHASES}
+    originals = {name: getattr(levels, name) for name in PHASES}
 
     def timing(name: str, function: Callable[..., object]) -> Callable[..., object]:
         def wrapper(*args: object, **kwargs: object) -> object:
@@ -245,7 +224,7 @@ def phase_times(image: torch.Tensor, sigma: torch.Tensor, device: torch.device) 
 
     try:
         for name, function in originals.items():
-            setattr(fast, name, timing(name, function))
+            setattr(levels, name, timing(name, function))
         synchronize(device)
         start = time.perf_counter()
         adaptive_blur(image, sigma, method="fast", backend=FAST_BACKEND)
@@ -253,7 +232,7 @@ def phase_times(image: torch.Tensor, sigma: torch.Tensor, device: torch.device) 
         total = time.perf_counter() - start
     finally:
         for name, function in originals.items():
-            setattr(fast, name, function)
+            setattr(levels, name, function)
     rest = total - sum(spent.values())
     return (
         " ".join(f"{name} {seconds * 1000:.1f}" for name, seconds in spent.items())
@@ -311,7 +290,7 @@ def device_name(device: torch.device) -> str:
 
 
 def exact_backend_name(device: torch.device) -> str:
-    return backends.choose_backend("exact", None, device).backend.name
+    return registry.choose_backend("exact", None, device).backend.name
 
 
 def exact_time(
@@ -394,7 +373,7 @@ def exact_reference(image: torch.Tensor, sigma: torch.Tensor, y0: int, x0: int) 
         "reflect",
     )
     module = native_module() or reference
-    return module.blur_tile(padded, sigma64, radius, halo, 1 << 30)[0]
+    return module.blur_tile(TileInput(padded, sigma64, radius, halo))[0]
 
 
 # --- synthetic worst cases --------------------------------------------------------------------
@@ -473,7 +452,7 @@ def run_corpus(device_name_: str) -> None:
 def sweep_constant_sigmas(batch: torch.Tensor, names: list[str], device_name_: str) -> None:
     """Every pixel at one sigma, one corner pixel at a larger 'top' that places the nodes."""
     size = batch.shape[-1]
-    ratio = 2.0 ** (1.0 / fast.LEVELS_PER_OCTAVE)
+    ratio = 2.0 ** (1.0 / levels.LEVELS_PER_OCTAVE)
     worst = np.zeros(len(names))
     where: list[tuple[float, float]] = [(0.0, 0.0)] * len(names)
     for phase in (0.15, 0.5, 0.85):
@@ -519,8 +498,8 @@ def constant_blur(batch: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def run_bound(max_sigma: float, truncate: float) -> None:
     """``sup`` over images in [0, 1] of |fast - exact|, for the levels, swept over sigma and grid."""
-    lowest = (fast.EXACT_RADIUS + 0.5) / truncate  # smaller sigmas are computed exactly
-    ratio = 2.0 ** (1.0 / fast.LEVELS_PER_OCTAVE)
+    lowest = (levels.EXACT_RADIUS + 0.5) / truncate  # smaller sigmas are computed exactly
+    ratio = 2.0 ** (1.0 / levels.LEVELS_PER_OCTAVE)
     edges = [lowest, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0]
     edges = [edge for edge in edges if edge < max_sigma] + [max_sigma]
     worst = np.zeros(len(edges) - 1)
@@ -545,12 +524,12 @@ def run_bound(max_sigma: float, truncate: float) -> None:
         worst[bin_index] = max(worst[bin_index], value)
     print(
         f"proven max |fast - exact| over all images in [0, 1], truncate {truncate:g}, "
-        f"{fast.LEVELS_PER_OCTAVE} levels per octave (LSB = 1/255):"
+        f"{levels.LEVELS_PER_OCTAVE} levels per octave (LSB = 1/255):"
     )
     for index, value in enumerate(worst):
         print(f"  sigma in [{edges[index]:6.2f}, {edges[index + 1]:6.2f}): {value * 255:.3f} LSB")
     print(f"  sigma below {lowest:.2f}: exact (float rounding only)")
-    print(f"largest: {worst.max() * 255:.3f} LSB; ERROR_BOUND = {fast.ERROR_BOUND * 255:.3f} LSB")
+    print(f"largest: {worst.max() * 255:.3f} LSB; ERROR_BOUND = {levels.ERROR_BOUND * 255:.3f} LSB")
 
 
 def pixel_bound(sigma: float, top: float, truncate: float) -> float:
@@ -559,9 +538,9 @@ def pixel_bound(sigma: float, top: float, truncate: float) -> float:
     Both sigmas are rounded to float32 first, as the pixels' sigmas are.
     """
     sigma, top = float(np.float32(sigma)), float(np.float32(max(top, sigma)))
-    nodes = fast.level_sigmas(sigma, top)
+    nodes = levels.level_sigmas(sigma, top)
     weights = (
-        fast.level_weights(torch.tensor([[[[sigma]]]], dtype=torch.float32), nodes)
+        levels.level_weights(torch.tensor([[[[sigma]]]], dtype=torch.float32), nodes)
         .flatten()
         .double()
     )

@@ -37,8 +37,8 @@ from adaptiveblur import adaptive_blur  # noqa: E402
 from adaptiveblur.borders import read_window  # noqa: E402
 from adaptiveblur.color import REC709_LUMA  # noqa: E402
 from adaptiveblur.kernels import radius_map  # noqa: E402
-from adaptiveblur.ops import backends  # noqa: E402
 from adaptiveblur.ops import triton as tb  # noqa: E402
+from adaptiveblur.ops.tile import TileInput  # noqa: E402
 
 SIZES = {"4k": (2160, 3840), "8k": (4320, 7680)}
 CASES = ("astronaut", "constant4", "random")
@@ -62,15 +62,6 @@ def config_name(config: tb.LaunchConfig) -> str:
     suffix = "" if config.paired else "s"
     cap = "" if config.maxnreg is None else f"r{config.maxnreg}"
     return f"{config.block_y}x{config.groups}x{config.num_warps}{suffix}{cap}"
-
-
-def register_triton() -> None:
-    """Make ``backend='triton'`` work in this process if backends.py does not list it yet."""
-    if "triton" in backends.BACKEND_NAMES:
-        return
-    entry = backends.Backend("triton", "exact", frozenset({"cuda"}), "adaptiveblur.ops.triton")
-    backends.BACKENDS = (entry, *backends.BACKENDS)  # type: ignore[assignment]
-    backends.BACKEND_NAMES = tuple(b.name for b in backends.BACKENDS)
 
 
 def median_ms(fn, repeats: int) -> float:  # noqa: ANN001
@@ -147,7 +138,7 @@ def run_case(
                  "flops": flops, "bytes": moved, "floor_ms": floor_ms, "kernel_ms": {}}  # fmt: skip
     outputs = {}
     for config in configs:
-        source, out = tb.prepare(padded, sigma, radius, halo, config)
+        source, out = tb.prepare(TileInput(padded, sigma, radius, halo), config)
         out.fill_(float("nan"))  # poison: every element must be written
         tb.launch(source, sigma, radius, out, config)
         torch.cuda.synchronize()
@@ -167,7 +158,7 @@ def run_case(
     agree = [float((outputs[n] - out).abs().max()) for n in outputs]
     row["configs_max_diff"] = max(agree)
     row["tile_ms"] = do_bench(
-        lambda: tb.gather_blur(padded, sigma, radius, halo, best_config),
+        lambda: tb.gather_blur(TileInput(padded, sigma, radius, halo), best_config),
         warmup=10, rep=args.rep, return_mode="median",
     )  # fmt: skip
     outputs.clear()
@@ -214,7 +205,7 @@ def profile_once(args: argparse.Namespace, device: torch.device) -> None:
     halo = int(radius.max())
     padded = read_window(image, -halo, height + halo, -halo, width + halo, "reflect").contiguous()
     config = parse_config(args.configs[0])
-    source, out = tb.prepare(padded, sigma, radius, halo, config)
+    source, out = tb.prepare(TileInput(padded, sigma, radius, halo), config)
     for _ in range(2):
         tb.launch(source, sigma, radius, out, config)
     torch.cuda.synchronize()
@@ -274,7 +265,6 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("bench_gpu needs a CUDA device")
     device = torch.device("cuda")
-    register_triton()
     if args.profile:
         profile_once(args, device)
         return

@@ -20,7 +20,7 @@ import time
 VARIANT = r"""
 import json, resource, sys, time
 import torch, torch.nn.functional as F
-from adaptiveblur.ops.spatial import adaptive_gaussian_blur, spatially_varying_conv2d
+from adaptiveblur.nn import adaptive_blur, spatially_varying_conv2d
 name, size, channels, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.manual_seed(0)
 r = k // 2
@@ -35,7 +35,7 @@ elif name == "conv-unfold":
     cols = F.unfold(F.pad(x, (r, r, r, r)), k).view(1, channels, k * k, -1) * modulation.view(1, 1, k * k, -1)
     out = F.fold(weight.view(channels, -1) @ cols.view(1, channels * k * k, -1), (size, size), 1)
 elif name == "blur-tiled":
-    out = adaptive_gaussian_blur(x, sigma, max_memory=256 << 20)
+    out = adaptive_blur(x, sigma, max_memory=256 << 20)
 elif name == "blur-unfold":
     cols = F.unfold(F.pad(x, (r, r, r, r), mode="reflect"), k).view(1, channels, k * k, -1)
     d = torch.arange(-r, r + 1, dtype=torch.float32)

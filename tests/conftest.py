@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from adaptiveblur.ops.registry import BACKENDS
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -59,11 +61,9 @@ def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-@pytest.fixture(params=["reference", "native", "triton"])
+@pytest.fixture(params=[b.name for b in BACKENDS if b.method == "exact"])
 def backend(request: pytest.FixtureRequest, device: str) -> str:
-    """Every exact backend, on every device where it runs (skipped where it does not)."""
-    from adaptiveblur.ops.backends import BACKENDS
-
+    """Every exact backend in the registry, on every device where it runs (else skipped)."""
     named = next(b for b in BACKENDS if b.name == request.param)
     reason = named.unavailable_reason(torch.device(device))
     if reason is not None:

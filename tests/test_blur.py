@@ -114,7 +114,7 @@ def test_sigma_bound_cuts_larger_windows_to_its_own(device, backend, rng):
 
 
 def test_sigma_bound_with_the_fast_method_stays_within_its_bound(rng):
-    from adaptiveblur.ops.fast import ERROR_BOUND
+    from adaptiveblur.ops.levels import ERROR_BOUND
 
     image = rng.random((1, 40, 57))
     sigma = rng.uniform(0.0, 7.0, (40, 57)).astype(np.float32)

@@ -1,8 +1,7 @@
 """The native (compiled C) backend against float64 references, and its compile cache.
 
-Blurs go through ``adaptive_blur(..., backend="native")`` once the backend is registered
-in ``adaptiveblur.ops.backends``; until then through the same steps the engine takes
-(one tile: ``radius_map``, ``read_window``, ``blur_tile``).
+Blurs go through ``adaptive_blur(..., backend="native")``; the tile-level tests call
+``blur_tile`` with a :class:`~adaptiveblur.ops.tile.TileInput` as the engine does.
 """
 
 from __future__ import annotations
@@ -18,10 +17,13 @@ import pytest
 import torch
 from scipy import ndimage
 
+from adaptiveblur import adaptive_blur
 from adaptiveblur.borders import read_window
 from adaptiveblur.errors import DeviceUnavailableError
 from adaptiveblur.kernels import radius_map
-from adaptiveblur.ops import backends, native
+from adaptiveblur.ops import native
+from adaptiveblur.ops.native import build, run
+from adaptiveblur.ops.tile import TileInput
 from tests.oracle import loop_blur
 
 SCIPY_MODE = {"reflect": "mirror", "replicate": "nearest", "constant": "constant"}
@@ -29,7 +31,6 @@ EXACT = {torch.float32: 1e-5, torch.float64: 1e-12}  # float32 rounding; float64
 CPU = torch.device("cpu")
 UNAVAILABLE = native.available(CPU)
 needs_kernel = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"native backend: {UNAVAILABLE}")
-REGISTERED = "native" in backends.BACKEND_NAMES
 
 
 def native_blur(
@@ -39,18 +40,7 @@ def native_blur(
     border: str = "reflect",
 ) -> torch.Tensor:
     """``image (B, C, H, W)``, ``sigma (B, 1, H, W)`` or a number, through the native backend."""
-    if REGISTERED:
-        from adaptiveblur import adaptive_blur
-
-        return adaptive_blur(image, sigma, truncate=truncate, border=border, backend="native")
-    batch, _, height, width = image.shape
-    if not isinstance(sigma, torch.Tensor):
-        sigma = torch.full((batch, 1, height, width), float(sigma), dtype=image.dtype)
-    sigma = sigma.to(image.dtype).expand(batch, 1, height, width)
-    radius = radius_map(sigma, truncate)
-    halo = int(radius.max())
-    padded = read_window(image, -halo, height + halo, -halo, width + halo, border)
-    return native.blur_tile(padded, sigma, radius, halo, 1 << 30)
+    return adaptive_blur(image, sigma, truncate=truncate, border=border, backend="native")
 
 
 def rounded(values: np.ndarray, dtype: torch.dtype) -> np.ndarray:
@@ -172,9 +162,8 @@ def test_noncontiguous_inputs(rng):
     padded = read_window(image, -halo, 23 + halo, -halo, 30 + halo, "reflect")
     wide = torch.zeros(2, 3, padded.shape[-2], 2 * padded.shape[-1])
     wide[..., ::2] = padded
-    out = native.blur_tile(
-        wide[..., ::2], sigma, radius.transpose(-2, -1).contiguous().transpose(-2, -1), halo, 1
-    )
+    strided_radius = radius.transpose(-2, -1).contiguous().transpose(-2, -1)
+    out = native.blur_tile(TileInput(wide[..., ::2], sigma, strided_radius, halo, budget=1))
     torch.testing.assert_close(out, expected, atol=0, rtol=0)
 
 
@@ -207,11 +196,11 @@ def test_forked_child_can_blur(rng):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        expected = native.blur_tile(padded, sigma, radius, 12, 1)
-        assert native._pool is not None
+        expected = native.blur_tile(TileInput(padded, sigma, radius, 12, budget=1))
+        assert run._pool is not None
 
         def child() -> None:
-            out = native.blur_tile(padded, sigma, radius, 12, 1)
+            out = native.blur_tile(TileInput(padded, sigma, radius, 12, budget=1))
             os._exit(0 if torch.equal(out, expected) else 1)
 
         process = multiprocessing.get_context("fork").Process(target=child)
@@ -231,14 +220,14 @@ def test_bad_radius_raises():
     sigma = torch.ones(1, 1, 16, 16)
     radius = torch.full((1, 1, 16, 16), 3)
     with pytest.raises(ValueError, match="radius"):
-        native.blur_tile(padded, sigma, radius, 2, 1)
+        native.blur_tile(TileInput(padded, sigma, radius, 2))
     with pytest.raises(ValueError, match="expected padded"):
-        native.blur_tile(padded, sigma[..., 1:], radius[..., 1:], 2, 1)
+        native.blur_tile(TileInput(padded, sigma[..., 1:], radius[..., 1:], 2))
 
 
 @needs_kernel
 def test_weight_exp_is_within_two_ulp():
-    kernels = native._kernels()
+    kernels = run.kernels()
     assert not isinstance(kernels, str)
     x = -np.concatenate([np.linspace(0.0, 707.9, 20_001), np.geomspace(1e-300, 1.0, 2_001)])
     y = np.empty_like(x)
@@ -255,13 +244,8 @@ def test_not_available_on_other_devices():
     assert "cpu" in str(native.available(torch.device("meta")))
 
 
-@pytest.mark.skipif(
-    not REGISTERED, reason="'native' is not registered in adaptiveblur.ops.backends yet"
-)
 @needs_kernel
 def test_registered_and_used_by_name(rng):
-    from adaptiveblur import adaptive_blur
-
     image = torch.from_numpy(rng.random((3, 21, 34))).float()
     out = adaptive_blur(image, 1.7, backend="native")
     expected = adaptive_blur(image, 1.7, backend="reference")
@@ -279,10 +263,10 @@ def _script(path: Path, body: str) -> Path:
 
 @needs_kernel
 def test_second_build_reuses_the_cache(tmp_path):
-    first = native.build_library(tmp_path)
+    first = build.build_library(tmp_path)
     assert first.compiled and first.path.exists()
     stamp = first.path.stat().st_mtime_ns
-    second = native.build_library(tmp_path)
+    second = build.build_library(tmp_path)
     assert not second.compiled
     assert second.path == first.path and second.path.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.path.name]  # no temporaries left
@@ -290,7 +274,7 @@ def test_second_build_reuses_the_cache(tmp_path):
 
 @needs_kernel
 def test_available_loads_from_the_cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setattr(run, "_loaded", {})
     monkeypatch.setenv("ADAPTIVEBLUR_CACHE_DIR", str(tmp_path))
     assert native.available(CPU) is None
     assert len(list(tmp_path.glob("adaptiveblur_native-*.so"))) == 1
@@ -298,26 +282,26 @@ def test_available_loads_from_the_cache_dir(tmp_path, monkeypatch):
 
 @needs_kernel
 def test_damaged_cache_file_is_rebuilt(tmp_path):
-    path = native.build_library(tmp_path).path  # built, never loaded by this process
+    path = build.build_library(tmp_path).path  # built, never loaded by this process
     path.unlink()
     path.write_bytes(b"not a shared library")
-    library = native._open(path)
-    assert library.adaptiveblur_abi_version() == native.ABI_VERSION
+    library = build.open_library(path)
+    assert library.adaptiveblur_abi_version() == build.ABI_VERSION
     assert path.read_bytes()[:4] != b"not "
 
 
 @needs_kernel
 @pytest.mark.skipif(os.name != "posix", reason="uses a shell script as the compiler")
 def test_falls_back_without_march_native(tmp_path, monkeypatch):
-    compiler = native.compiler_command()
+    compiler = build.compiler_command()
     wrapper = _script(
         tmp_path / "picky-cc",
         'for a in "$@"; do [ "$a" = -march=native ] && { echo "error: no -march=native" >&2; exit 1; }; done\n'
         f'exec {" ".join(compiler)} "$@"',
     )
     monkeypatch.setenv("CC", str(wrapper))
-    build = native.build_library(tmp_path / "cache")
-    assert build.compiled and "-march=native" not in build.flags
+    made = build.build_library(tmp_path / "cache")
+    assert made.compiled and "-march=native" not in made.flags
 
 
 @pytest.mark.skipif(os.name != "posix", reason="uses a shell script as the compiler")
@@ -340,49 +324,50 @@ def test_broken_compiler_is_a_reason_not_an_exception(tmp_path, monkeypatch, com
                 '[ "$1" = --version ] && { echo "broken 1.0"; exit 0; }\necho "error: broken" >&2; exit 1',
             )
         )
-    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setattr(run, "_loaded", {})
     monkeypatch.setenv("CC", compiler)
     monkeypatch.setenv("ADAPTIVEBLUR_CACHE_DIR", str(tmp_path / "cache"))
     reason = native.available(CPU)
     assert reason is not None and message in reason
     with pytest.raises(DeviceUnavailableError, match="native"):
         native.blur_tile(
-            torch.zeros(1, 1, 3, 3),
-            torch.ones(1, 1, 1, 1),
-            torch.ones(1, 1, 1, 1, dtype=torch.int64),
-            1,
-            1,
+            TileInput(
+                torch.zeros(1, 1, 3, 3),
+                torch.ones(1, 1, 1, 1),
+                torch.ones(1, 1, 1, 1, dtype=torch.int64),
+                1,
+            )
         )
 
 
 def test_missing_source_is_a_reason(tmp_path, monkeypatch):
-    monkeypatch.setattr(native, "_loaded", {})
-    monkeypatch.setattr(native, "SOURCE", tmp_path / "_native.c")
+    monkeypatch.setattr(run, "_loaded", {})
+    monkeypatch.setattr(build, "SOURCE", tmp_path / "_native.c")
     reason = native.available(CPU)
     assert reason is not None and "source is missing" in reason
 
 
 def test_empty_cc_means_the_default_compiler(monkeypatch):
     monkeypatch.delenv("CC", raising=False)
-    default = native.compiler_command() if native.shutil.which("cc") else None
+    default = build.compiler_command() if build.shutil.which("cc") else None
     monkeypatch.setenv("CC", "  ")
     if default is None:
         pytest.skip("no cc on PATH")
-    assert native.compiler_command() == default
+    assert build.compiler_command() == default
 
 
 def test_no_compiler_on_path(tmp_path, monkeypatch):
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(native.NativeBuildError, match="no C compiler found"):
-        native.compiler_command()
+    with pytest.raises(build.NativeBuildError, match="no C compiler found"):
+        build.compiler_command()
 
 
 def test_cache_dir_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("ADAPTIVEBLUR_CACHE_DIR", str(tmp_path / "explicit"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert native.cache_dir() == tmp_path / "explicit"
+    assert build.cache_dir() == tmp_path / "explicit"
     monkeypatch.delenv("ADAPTIVEBLUR_CACHE_DIR")
-    assert native.cache_dir() == tmp_path / "xdg" / "adaptiveblur"
+    assert build.cache_dir() == tmp_path / "xdg" / "adaptiveblur"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert native.cache_dir() == Path.home() / ".cache" / "adaptiveblur"
+    assert build.cache_dir() == Path.home() / ".cache" / "adaptiveblur"

@@ -24,6 +24,8 @@ from adaptiveblur.borders import read_window  # noqa: E402
 from adaptiveblur.kernels import radius_map  # noqa: E402
 from adaptiveblur.ops import reference  # noqa: E402
 from adaptiveblur.ops import triton as triton_backend  # noqa: E402
+from adaptiveblur.ops.registry import choose_backend  # noqa: E402
+from adaptiveblur.ops.tile import TileInput  # noqa: E402
 from tests.oracle import loop_blur  # noqa: E402
 
 EXACT = 1e-5  # the promise: float32 rounding of the float64 reference
@@ -70,9 +72,10 @@ def run_tile(
     halo = int(radius.max())
     height, width = image.shape[-2:]
     padded = read_window(image, -halo, height + halo, -halo, width + halo, border).contiguous()
+    tile = TileInput(padded, sigma, radius, halo, truncate)
     if config is None:
-        return triton_backend.blur_tile(padded, sigma, radius, halo, 1 << 30)
-    return triton_backend.gather_blur(padded, sigma, radius, halo, config)
+        return triton_backend.blur_tile(tile)
+    return triton_backend.gather_blur(tile, config)
 
 
 def loop_reference(image: np.ndarray, sigma: np.ndarray, border: str = "reflect") -> np.ndarray:
@@ -165,15 +168,19 @@ def test_strided_sigma(rng):
 # --- on any machine with triton --------------------------------------------------------------
 
 
-def test_float64_goes_to_the_reference(rng):
-    image = torch.from_numpy(rng.random((1, 2, 6, 5)))
-    sigma = torch.from_numpy(rng.uniform(0.0, 2.0, (1, 1, 6, 5)))
-    radius = radius_map(sigma)
-    halo = int(radius.max())
-    padded = read_window(image, -halo, 6 + halo, -halo, 5 + halo, "reflect")
-    out = triton_backend.blur_tile(padded, sigma, radius, halo, 1 << 20)
-    assert out.dtype == torch.float64
-    torch.testing.assert_close(out, reference.blur_tile(padded, sigma, radius, halo, 1 << 20))
+def test_float64_and_autograd_go_to_the_reference(monkeypatch):
+    # triton declares float32 and no autograd: the registry hands the rest to the reference.
+    monkeypatch.setattr(triton_backend, "available", lambda device: None)  # as on a GPU
+    cuda = torch.device("cuda")
+    assert choose_backend("exact", "triton", cuda).backend.name == "triton"
+    assert choose_backend("exact", None, cuda).backend.graph_safe
+    for options in ({"dtype": torch.float64}, {"needs_grad": True}):
+        assert choose_backend("exact", "triton", cuda, **options).backend.name == "reference"
+        assert choose_backend("exact", None, cuda, **options).backend.name == "reference"
+    with pytest.raises(ValueError, match="float32"):
+        padded = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+        radius = torch.ones(1, 1, 2, 2, dtype=torch.int64)
+        triton_backend.blur_tile(TileInput(padded, torch.ones(1, 1, 2, 2), radius, 1))
 
 
 def test_bytes_per_pixel_is_small_and_window_free():
@@ -213,7 +220,7 @@ def test_unavailable_on_cpu():
 )
 def test_bad_arguments_raise(padded, sigma, radius, message):
     with pytest.raises(ValueError, match=message):
-        triton_backend.blur_tile(padded, sigma, radius, 1, 1 << 20)
+        triton_backend.blur_tile(TileInput(padded, sigma, radius, 1))
 
 
 # --- CUDA -----------------------------------------------------------------------------------
@@ -232,7 +239,7 @@ def reference_on(image: torch.Tensor, sigma: torch.Tensor, border: str = "reflec
     halo = int(radius.max())
     height, width = image.shape[-2:]
     padded = read_window(image.double(), -halo, height + halo, -halo, width + halo, border)
-    return reference.blur_tile(padded, sigma.double(), radius, halo, 1 << 30)
+    return reference.blur_tile(TileInput(padded, sigma.double(), radius, halo))
 
 
 @pytest.mark.cuda
@@ -288,7 +295,7 @@ def test_cuda_every_output_written_and_identity_exact(cuda, rng):
     radius = radius_map(sigma)
     halo = int(radius.max())
     padded = read_window(image, -halo, 67 + halo, -halo, 133 + halo, "reflect").contiguous()
-    source, out = triton_backend.prepare(padded, sigma, radius, halo)
+    source, out = triton_backend.prepare(TileInput(padded, sigma, radius, halo))
     out.fill_(float("nan"))
     triton_backend.launch(source, sigma, radius, out)
     assert bool(torch.isfinite(out).all())

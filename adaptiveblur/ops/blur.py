@@ -12,7 +12,8 @@ from adaptiveblur.borders import BORDER_MODES, DEFAULT_BORDER, read_window
 from adaptiveblur.devices import resolve_device
 from adaptiveblur.errors import InvalidParameterError
 from adaptiveblur.kernels import DEFAULT_TRUNCATE, radius_for, radius_map
-from adaptiveblur.ops.backends import DEFAULT_METHOD, choose_backend
+from adaptiveblur.ops.registry import DEFAULT_METHOD, choose_backend
+from adaptiveblur.ops.tile import TileInput
 from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, Tile, plan_tiles, tile_side
 
 ProgressCallback = Callable[[int, int], None]
@@ -49,10 +50,10 @@ def adaptive_blur(
         method: ``"exact"`` (default), ``"fast"`` (approximate, cost independent of
             sigma, documented error bound) or ``"auto"`` (exact when a fused exact
             backend runs on the device, else fast).
-        backend: force one implementation by name (see ``BACKEND_NAMES``); default: the
-            fastest available for the method and device. When gradients are needed (the
-            image or sigma requires grad), the differentiable reference backend runs,
-            checkpointed per tile so the backward pass is tiled too.
+        backend: force one implementation by name (see ``registry.BACKEND_NAMES``);
+            default: the fastest available for the method, device and dtype. When
+            gradients are needed (the image or sigma requires grad), the differentiable
+            reference backend runs, checkpointed per tile so the backward pass is tiled too.
         max_memory: bytes the temporaries may take at once (default 1 GiB). Tiles
             and window chunks are sized to fit, for any image size and sigma.
         progress: called as ``progress(tiles_done, tiles_total)`` after each tile.
@@ -89,19 +90,16 @@ def adaptive_blur(
     ):
         raise InvalidParameterError(f"expected sigma_bound >= 0, got {sigma_bound!r}")
     target = resolve_device(device, fallback=image.device)
-    chosen = choose_backend(method, backend, target)
     compute_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
+    # With autograd, each tile is checkpointed: the backward pass recomputes one tile at a
+    # time, so no K^2-sized activation is ever kept for the whole image.
+    differentiable = torch.is_grad_enabled() and (image.requires_grad or sigma_map.requires_grad)
+    chosen = choose_backend(method, backend, target, dtype=compute_dtype, needs_grad=differentiable)
 
     source = batched.to(device=target, dtype=compute_dtype)
     sigma_map = sigma_map.to(device=target, dtype=compute_dtype)
     batch, channels, height, width = source.shape
     sigma_map = sigma_map.expand(batch, 1, height, width)
-
-    # With autograd, each tile is checkpointed: the backward pass recomputes one tile at a
-    # time, so no K^2-sized activation is ever kept for the whole image.
-    differentiable = torch.is_grad_enabled() and (source.requires_grad or sigma_map.requires_grad)
-    if differentiable and not chosen.backend.differentiable:
-        chosen = choose_backend("exact", "reference", target)
 
     budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
     largest = float(sigma_map.detach().max()) if sigma_bound is None else sigma_bound
@@ -133,7 +131,7 @@ def _blur_one_tile(
     tile: Tile,
     truncate: float,
     border: str,
-    blur_tile: Callable[..., torch.Tensor],
+    blur_tile: Callable[[TileInput], torch.Tensor],
     budget: int,
     halo: int | None,
 ) -> torch.Tensor:
@@ -151,7 +149,7 @@ def _blur_one_tile(
     padded = read_window(
         source, tile.y0 - halo, tile.y1 + halo, tile.x0 - halo, tile.x1 + halo, border
     )
-    return blur_tile(padded, tile_sigma, tile_radius, halo, budget)
+    return blur_tile(TileInput(padded, tile_sigma, tile_radius, halo, truncate, budget))
 
 
 def _check_image(image: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from adaptiveblur.kernels import gaussian_taps
+from adaptiveblur.ops.tile import TileInput
 from adaptiveblur.tiling import chunks
 
 
@@ -25,34 +26,20 @@ def bytes_per_pixel(batch: int, channels: int, window: int, element: int) -> int
     return batch * (channels + 2) * window * window * element
 
 
-def blur_tile(
-    padded: torch.Tensor,
-    sigma: torch.Tensor,
-    radius: torch.Tensor,
-    halo: int,
-    budget: int,
-) -> torch.Tensor:
-    """Blur one tile whose input arrives with a halo.
-
-    Args:
-        padded: ``(B, C, h + 2*halo, w + 2*halo)`` input around the tile.
-        sigma: ``(B, 1, h, w)`` per-pixel sigma of the tile's output pixels.
-        radius: ``(B, 1, h, w)`` per-pixel window radius, all ``<= halo``.
-        halo: the largest radius in the tile.
-        budget: bytes the temporaries may take; the window is split into row
-            chunks when the whole window would not fit.
+def blur_tile(tile: TileInput) -> torch.Tensor:
+    """Blur one tile; the window is split into row chunks when it would not fit ``tile.budget``.
 
     Returns:
-        ``(B, C, h, w)`` blurred tile.
+        ``(B, C, h, w)`` in the tile's dtype; differentiable in ``padded`` and ``sigma``.
     """
+    padded, sigma, halo = tile.padded, tile.sigma, tile.halo
     size = 2 * halo + 1
     batch, channels = padded.shape[:2]
-    pixels = sigma.shape[-2] * sigma.shape[-1]
+    height, width = tile.height, tile.width
     per_row = bytes_per_pixel(batch, channels, size, padded.element_size()) // size
-    rows_per_chunk = max(1, min(size, budget // max(per_row * pixels, 1)))
-    height, width = sigma.shape[-2:]
+    rows_per_chunk = max(1, min(size, tile.budget // max(per_row * height * width, 1)))
     offsets = torch.arange(-halo, halo + 1, device=padded.device)
-    taps = gaussian_taps(sigma, radius, offsets).flatten(2, 3)  # (B, 1, h*w, K), both axes
+    taps = gaussian_taps(sigma, tile.radius, offsets).flatten(2, 3)  # (B, 1, h*w, K), both axes
     numerator = padded.new_zeros(batch, channels, height * width)
     denominator = sigma.new_zeros(batch, 1, height * width)
     for start, stop in chunks(size, rows_per_chunk):

@@ -13,8 +13,7 @@ How the kernel is laid out, and why:
   (up to 4 per launch; more are done 4 at a time). Each thread holds groups of 4
   horizontally adjacent pixels, so one aligned 16-byte load of 4 input values feeds
   4 x 4 multiply-adds per channel instead of one. Groups are numbered row-major in a
-  1-D block so that a warp's loads cover whole 128-byte lines (a 3-D ``(rows, groups,
-  4)`` block let Triton put rows innermost, half-filled lines, and ran 2x slower).
+  1-D block so that a warp's loads cover whole 128-byte lines.
 * The program loops only as far as the largest radius among its own pixels (read from
   ``radius`` at run time), so areas of small sigma cost less; pixels of smaller radius
   in the block get exact zero weights beyond their own window.
@@ -28,11 +27,8 @@ How the kernel is laid out, and why:
   zero-margined buffer whose rows are a multiple of 16 floats and whose first output
   column sits on a 16-byte boundary (one extra pass over the tile).
 
-float64 tiles go to the reference backend (on the same device), which is exact in float64.
-
-Measured on one H100 (benchmarks/bench_gpu.py, default config): 4K RGB with sigma = 4 x
-luma of a photo, 0.47 ms for the kernel (the reference backend: 153 ms); sigma 4
-everywhere, 0.94 ms.
+float32 only (the registry sends float64 tiles to the reference backend). Design
+notes and timings: ``docs/fast_method.md`` (section "The fused Triton kernel").
 """
 
 from __future__ import annotations
@@ -42,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from adaptiveblur.ops import reference
+from adaptiveblur.ops.tile import TileInput
 
 try:
     import triton
@@ -114,63 +110,38 @@ def bytes_per_pixel(batch: int, channels: int, window: int, element: int) -> int
     return batch * (3 * channels * element + element + 8)
 
 
-def blur_tile(
-    padded: torch.Tensor,
-    sigma: torch.Tensor,
-    radius: torch.Tensor,
-    halo: int,
-    budget: int,
-) -> torch.Tensor:
-    """Blur one tile whose input arrives with a halo.
-
-    Args:
-        padded: ``(B, C, h + 2*halo, w + 2*halo)`` float32 CUDA input, borders filled.
-        sigma: ``(B, 1, h, w)`` per-pixel sigma (any strides).
-        radius: ``(B, 1, h, w)`` int64 per-pixel radius, all ``<= halo``.
-        halo: the largest radius in the tile.
-        budget: unused (the kernel needs no temporaries beyond the aligned copy).
+def blur_tile(tile: TileInput) -> torch.Tensor:
+    """Blur one float32 CUDA tile (``tile.budget`` is unused: no temporaries beyond a copy).
 
     Returns:
-        ``(B, C, h, w)`` float32 blurred tile. float64 input is computed by the
-        reference backend instead, in float64.
+        ``(B, C, h, w)`` float32 blurred tile.
 
     Raises:
-        ValueError: shapes, dtypes or devices that do not fit together.
+        ValueError: dtypes, devices or a non-contiguous ``padded`` that do not fit.
     """
-    if padded.dtype == torch.float64:
-        return reference.blur_tile(padded, sigma, radius, halo, budget)
-    return gather_blur(padded, sigma, radius, halo)
+    return gather_blur(tile)
 
 
-def gather_blur(
-    padded: torch.Tensor,
-    sigma: torch.Tensor,
-    radius: torch.Tensor,
-    halo: int,
-    config: LaunchConfig = DEFAULT_CONFIG,
-) -> torch.Tensor:
-    """The float32 path of :func:`blur_tile` with an explicit launch configuration."""
-    source, out = prepare(padded, sigma, radius, halo, config)
-    launch(source, sigma, radius, out, config)
+def gather_blur(tile: TileInput, config: LaunchConfig = DEFAULT_CONFIG) -> torch.Tensor:
+    """:func:`blur_tile` with an explicit launch configuration."""
+    source, out = prepare(tile, config)
+    launch(source, tile.sigma, tile.radius, out, config)
     return out
 
 
 def prepare(
-    padded: torch.Tensor,
-    sigma: torch.Tensor,
-    radius: torch.Tensor,
-    halo: int,
-    config: LaunchConfig = DEFAULT_CONFIG,
+    tile: TileInput, config: LaunchConfig = DEFAULT_CONFIG
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check the arguments; return the aligned source view and an empty output.
+    """Check the tile; return the aligned source view and an empty output.
 
     The source view ``(B, C, h, w)`` starts at output pixel (0, 0) of a zero-margined
     copy of ``padded``: reads up to ``halo`` rows and ``halo + 3`` columns before it and
     past the last block of programs stay inside the copy.
     """
-    _check(padded, sigma, radius, halo)
+    _check(tile)
+    padded, halo = tile.padded, tile.halo
     batch, channels, padded_h, padded_w = padded.shape
-    height, width = padded_h - 2 * halo, padded_w - 2 * halo
+    height, width = tile.height, tile.width
     rows = triton.cdiv(height, config.block_y) * config.block_y
     cols = triton.cdiv(width, config.block_x) * config.block_x
     left = 3 + (-(halo + 3)) % 4  # >= 3 columns before the first read, output start on 4
@@ -246,32 +217,13 @@ def _launch_groups(
         )
 
 
-def _check(padded: torch.Tensor, sigma: torch.Tensor, radius: torch.Tensor, halo: int) -> None:
+def _check(tile: TileInput) -> None:
+    """What this kernel needs beyond the tile contract (whose shapes are already checked)."""
     if _IMPORT_ERROR is not None:
         raise RuntimeError(_IMPORT_ERROR)
-    if padded.dim() != 4 or sigma.dim() != 4 or radius.dim() != 4:
-        raise ValueError(
-            f"expected 4-D padded, sigma and radius, got {padded.dim()}, {sigma.dim()}, {radius.dim()} dims"
-        )
-    batch, _, padded_h, padded_w = padded.shape
-    height, width = padded_h - 2 * halo, padded_w - 2 * halo
-    expected = (batch, 1, height, width)
-    if (
-        halo < 0
-        or height < 1
-        or width < 1
-        or tuple(sigma.shape) != expected
-        or tuple(radius.shape) != expected
-    ):
-        raise ValueError(
-            f"expected sigma and radius of shape {expected} for padded {tuple(padded.shape)} "
-            f"with halo {halo}, got {tuple(sigma.shape)} and {tuple(radius.shape)}"
-        )
-    if padded.dtype != torch.float32 or sigma.dtype != torch.float32 or radius.dtype != torch.int64:
-        raise ValueError(
-            f"expected float32 padded and sigma and int64 radius, got {padded.dtype}, "
-            f"{sigma.dtype} and {radius.dtype}"
-        )
+    padded, sigma, radius = tile.padded, tile.sigma, tile.radius
+    if padded.dtype != torch.float32 or sigma.dtype != torch.float32:
+        raise ValueError(f"expected float32 padded and sigma, got {padded.dtype} and {sigma.dtype}")
     if not padded.is_contiguous():
         raise ValueError("expected a contiguous padded tile")
     devices = {padded.device, sigma.device, radius.device}
@@ -429,7 +381,7 @@ def _gather_blur_kernel(
     """One ``BLOCK_Y x 4*GROUPS`` block of output pixels of image ``program_id(2)``.
 
     Weights are ``exp2(c d^2)`` with ``c = -log2(e) / (2 s^2)``; sigma is clamped at 1e-3
-    (kernels._SIGMA_FLOOR) so that ``c`` stays finite and the centre weight is exactly 1.
+    (kernels.SIGMA_FLOOR) so that ``c`` stays finite and the centre weight is exactly 1.
     ``PAIRED`` walks the window two 4-column chunks at a time (one row pass per 8 columns).
 
     ``src_ptr`` points at output pixel (0, 0) of the aligned copy; rows ``src_sy`` apart
@@ -450,7 +402,7 @@ def _gather_blur_kernel(
     radius = tl.load(radius_ptr + batch * rad_sb + y * rad_sy + x * rad_sx, mask=inside, other=0)
     radius = radius.to(tl.int32)
     reach = tl.max(radius)  # this block's widest window: every loop stops there
-    sigma = tl.maximum(sigma, 1e-3)  # _SIGMA_FLOOR (Triton reads no plain globals)
+    sigma = tl.maximum(sigma, 1e-3)  # kernels.SIGMA_FLOOR (Triton reads no plain globals)
     scale = _split4(-0.7213475204444817 / (sigma * sigma), SIZE)
     radius = _split4(radius.to(tl.float32), SIZE)
 

@@ -1,4 +1,4 @@
-"""The fast (levels) backend against exact float64 references, its bound and its properties."""
+"""The fast method (levels) against exact float64 references, its bound and its properties."""
 
 from __future__ import annotations
 
@@ -11,21 +11,18 @@ from scipy import ndimage
 
 from adaptiveblur import adaptive_blur
 from adaptiveblur.kernels import radius_map
-from adaptiveblur.ops import backends, fast
+from adaptiveblur.ops import levels, registry
+from adaptiveblur.ops.tile import TileInput
 from tests.oracle import loop_blur
 
 NAME = "levels"
-BOUND = fast.ERROR_BOUND + 2e-6  # the documented bound plus float32 rounding
+BOUND = levels.ERROR_BOUND + 2e-6  # the documented bound plus float32 rounding
 EXACT = 1e-5  # where the backend is exact (small radii, constant sigma): float32 rounding
 
 
 @pytest.fixture
-def fast_blur(monkeypatch: pytest.MonkeyPatch):
-    """``adaptive_blur`` forced onto the fast backend (registered here if it is not yet)."""
-    if NAME not in backends.BACKEND_NAMES:
-        entry = backends.Backend(NAME, "fast", frozenset({"cpu", "cuda"}), "adaptiveblur.ops.fast")
-        monkeypatch.setattr(backends, "BACKENDS", (*backends.BACKENDS, entry))
-        monkeypatch.setattr(backends, "BACKEND_NAMES", (*backends.BACKEND_NAMES, NAME))
+def fast_blur():
+    """``adaptive_blur`` forced onto the fast backend."""
 
     def run(image: np.ndarray | torch.Tensor, sigma: np.ndarray | torch.Tensor | float, **options):
         image_t = torch.as_tensor(image)
@@ -82,7 +79,7 @@ def test_odd_shapes_match_exact_within_bound(fast_blur, rng, height, width):
     out = fast_blur(image, sigma)
     expected = exact_blur(image, sigma)
     assert max_error(out, expected) <= BOUND
-    exact_pixels = radius_map(torch.from_numpy(sigma).float()).numpy() <= fast.EXACT_RADIUS
+    exact_pixels = radius_map(torch.from_numpy(sigma).float()).numpy() <= levels.EXACT_RADIUS
     assert np.abs(out.double().numpy() - expected)[:, exact_pixels].max(initial=0.0) <= EXACT
 
 
@@ -164,31 +161,41 @@ def test_float64_stays_float64_within_bound(fast_blur, rng):
     sigma = rng.uniform(2.0, 8.0, (21, 26))
     out = fast_blur(image, sigma, keep_float64=True)
     assert out.dtype == torch.float64
-    assert max_error(out, exact_blur(image, sigma)) <= fast.ERROR_BOUND
+    assert max_error(out, exact_blur(image, sigma)) <= levels.ERROR_BOUND
+
+
+def test_the_engines_truncate_reaches_the_backend(fast_blur, rng, monkeypatch):
+    seen: list[float] = []
+    original = levels.blur_tile
+
+    def spy(tile: TileInput) -> torch.Tensor:
+        seen.append(tile.truncate)
+        return original(tile)
+
+    monkeypatch.setattr(levels, "blur_tile", spy)
+    image, sigma = rng.random((1, 40, 40)), rng.uniform(0.0, 9.0, (40, 40))
+    fast_blur(image, sigma, truncate=2.5, max_memory=60_000)
+    assert seen and set(seen) == {2.5}
 
 
 @pytest.mark.parametrize("truncate", [2.5, 4.0])
-def test_other_truncate_is_inferred(fast_blur, rng, truncate):
+def test_other_truncate_within_its_bound(fast_blur, rng, truncate):
     image = structures(36)["step"][None] * 0.8 + 0.2 * rng.random((1, 36, 36))
     sigma = rng.uniform(0.0, 9.0, (36, 36))
     out = fast_blur(image, sigma, truncate=truncate)
-    radius = radius_map(torch.from_numpy(sigma).float(), truncate)
-    assert fast.infer_truncate(torch.from_numpy(sigma).float(), radius) == pytest.approx(
-        truncate, abs=0.1
-    )
-    # Proven: 0.09 LSB at truncate 4, 3.3 LSB at 2.5 (bench_fast.py --bound --truncate T).
+    # Proven: 0.09 LSB at truncate 4, 3.3 LSB at 2.5 (bench_levels.py --bound --truncate T).
     limit = BOUND if truncate > 3 else 3.4 / 255
     assert max_error(out, exact_blur(image, sigma, truncate)) <= limit
 
 
 def test_worst_case_bound_over_all_images(rng):
     # sup over images in [0, 1] of |fast - exact| at a pixel is 0.5 * ||sum_k w_k K_k - K||_1.
-    ratio = 2.0 ** (1.0 / fast.LEVELS_PER_OCTAVE)
+    ratio = 2.0 ** (1.0 / levels.LEVELS_PER_OCTAVE)
     for _ in range(40):
         sigma = float(np.float32(math.exp(rng.uniform(math.log(3.2), math.log(24.0)))))
         top = float(np.float32(sigma * ratio ** rng.uniform(0.0, 3.0)))
-        nodes = fast.level_sigmas(sigma, top)
-        weights = fast.level_weights(
+        nodes = levels.level_sigmas(sigma, top)
+        weights = levels.level_weights(
             torch.tensor([[[[sigma]]]], dtype=torch.float32), nodes
         ).flatten()
         reach = math.floor(3.0 * top + 0.5)
@@ -197,7 +204,7 @@ def test_worst_case_bound_over_all_images(rng):
             difference += float(weights[index]) * np.outer(
                 _kernel(node, reach), _kernel(node, reach)
             )
-        assert 0.5 * np.abs(difference).sum() <= fast.ERROR_BOUND
+        assert 0.5 * np.abs(difference).sum() <= levels.ERROR_BOUND
 
 
 def _kernel(sigma: float, reach: int) -> np.ndarray:
@@ -208,38 +215,15 @@ def _kernel(sigma: float, reach: int) -> np.ndarray:
 
 
 def test_level_weights_interpolate_cubics_exactly():
-    nodes = fast.level_sigmas(3.3, 17.0)
+    nodes = levels.level_sigmas(3.3, 17.0)
     assert nodes[-1] == 17.0 and nodes[0] < 3.3 and len(nodes) >= 4
     sigma = torch.tensor([3.3, 4.0, 7.7, 12.5, 16.9, 17.0], dtype=torch.float64).view(6, 1, 1, 1)
-    weights = fast.level_weights(sigma, nodes)
+    weights = levels.level_weights(sigma, nodes)
     log_nodes = torch.log(torch.tensor(nodes, dtype=torch.float64)).view(-1, 1, 1, 1, 1)
     for power in range(4):  # cubic Lagrange reproduces cubics in log(sigma)
         interpolated = (weights * log_nodes**power).sum(0)
         torch.testing.assert_close(interpolated, torch.log(sigma) ** power)
     assert float(weights[-1, -1]) == 1.0  # on the top node
-
-
-def test_exact_paths_are_exact_in_any_batching(rng):
-    # CPU: blocks of equal reach in batches (one block at a time with a tiny budget);
-    # GPUs: row bands. Both are the exact sum.
-    sigma = torch.from_numpy(rng.uniform(0.0, 3.1, (1, 1, 45, 70))).float()
-    sigma[..., :, 40:] = 0.0  # blocks with nothing to do
-    sigma[..., 33:, :20] = 0.6  # blocks of a smaller reach
-    radius = radius_map(sigma)
-    halo = int(radius.max())
-    padded = torch.from_numpy(rng.random((1, 2, 45 + 2 * halo, 70 + 2 * halo))).float()
-    one_by_one = padded[..., halo:-halo, halo:-halo].clone()
-    batched, by_rows = one_by_one.clone(), one_by_one.clone()
-    fast._exact_by_blocks(padded, sigma, radius, halo, 1, one_by_one)
-    fast._exact_by_blocks(padded, sigma, radius, halo, 1 << 30, batched)
-    fast._exact_by_rows(padded, sigma, radius, int(radius.max()), halo, 30_000, by_rows)
-    torch.testing.assert_close(one_by_one, batched, atol=1e-6, rtol=0)
-    torch.testing.assert_close(by_rows, batched, atol=1e-6, rtol=0)
-    # Away from the crop's edges (by the largest radius) the halo's content does not matter.
-    crop = padded[0, :, halo:-halo, halo:-halo].double().numpy()
-    expected = exact_blur(crop, sigma[0, 0].numpy())
-    inner = (slice(None), slice(halo, -halo), slice(halo, -halo))
-    assert max_error(batched[0][inner], expected[inner]) <= EXACT
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -248,25 +232,25 @@ def test_fused_and_torch_small_windows_agree(fast_blur, rng, monkeypatch, dtype)
     # the fallback. Both must give the same image, large sigmas (the levels) included.
     image = torch.from_numpy(rng.random((2, 37, 53))).to(dtype)
     sigma = torch.from_numpy(rng.uniform(0.0, 7.0, (37, 53))).float()
-    chosen = fast._fused_exact(image.device, dtype)
+    chosen = registry.fused_exact(image.device, dtype)
     if chosen is None:
         pytest.skip("no fused exact backend runs here")
-    assert backends.choose_backend("exact", None, image.device).blur_tile is chosen
+    assert registry.choose_backend("exact", None, image.device, dtype=dtype).backend is chosen
     options = {"keep_float64": True} if dtype == torch.float64 else {}
     fused = fast_blur(image, sigma, **options)
-    monkeypatch.setattr(fast, "_fused_exact", lambda device, dtype: None)
+    monkeypatch.setattr(registry, "fused_exact", lambda device, dtype: None)
     plain = fast_blur(image, sigma, **options)
     assert fused.dtype == plain.dtype == dtype
     torch.testing.assert_close(fused, plain, atol=1e-6, rtol=0)
-    small = radius_map(sigma) <= fast.EXACT_RADIUS
+    small = radius_map(sigma) <= levels.EXACT_RADIUS
     expected = exact_blur(image.double().numpy(), sigma.numpy())
     assert max_error(fused[:, small], expected[:, small.numpy()]) <= EXACT
 
 
 def test_memory_estimate_does_not_grow_with_the_window():
-    small = fast.bytes_per_pixel(1, 1, 3, 4)
-    assert 0 < small < fast.bytes_per_pixel(1, 3, 3, 4) < fast.bytes_per_pixel(2, 3, 3, 4)
-    assert fast.bytes_per_pixel(1, 3, 385, 4) == fast.bytes_per_pixel(1, 3, 25, 4)
+    small = levels.bytes_per_pixel(1, 1, 3, 4)
+    assert 0 < small < levels.bytes_per_pixel(1, 3, 3, 4) < levels.bytes_per_pixel(2, 3, 3, 4)
+    assert levels.bytes_per_pixel(1, 3, 385, 4) == levels.bytes_per_pixel(1, 3, 25, 4)
 
 
 @pytest.mark.cuda

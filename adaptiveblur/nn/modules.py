@@ -7,12 +7,16 @@ import math
 import torch
 from torch import nn
 
+from adaptiveblur.borders import DEFAULT_BORDER
 from adaptiveblur.kernels import DEFAULT_TRUNCATE
-from adaptiveblur.ops.spatial import adaptive_gaussian_blur, spatially_varying_conv2d
+from adaptiveblur.nn.functional import spatially_varying_conv2d
+from adaptiveblur.ops import adaptive_blur
 
 
 class AdaptiveGaussianBlur(nn.Module):
-    """Per-pixel Gaussian blur; ``forward(x, sigma)``. The kernel size follows ``sigma`` per call.
+    """Per-pixel Gaussian blur: ``forward(x, sigma)`` is :func:`adaptiveblur.adaptive_blur`.
+
+    Differentiable in ``x`` and ``sigma``; the kernel size follows ``sigma`` on every call.
 
     Example:
         >>> blur = AdaptiveGaussianBlur()
@@ -24,7 +28,7 @@ class AdaptiveGaussianBlur(nn.Module):
         self,
         *,
         truncate: float = DEFAULT_TRUNCATE,
-        border: str = "reflect",
+        border: str = DEFAULT_BORDER,
         max_memory: int | None = None,
     ) -> None:
         super().__init__()
@@ -33,7 +37,7 @@ class AdaptiveGaussianBlur(nn.Module):
         self.max_memory = max_memory
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return adaptive_gaussian_blur(
+        return adaptive_blur(
             x, sigma, truncate=self.truncate, border=self.border, max_memory=self.max_memory
         )
 

@@ -8,12 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import adaptiveblur.nn
+import adaptiveblur
+import adaptiveblur.nn.functional
+import adaptiveblur.nn.modules
 import adaptiveblur.ops.blur
-import adaptiveblur.ops.spatial
 from adaptiveblur import InvalidParameterError
-from adaptiveblur.nn import AdaptiveGaussianBlur, SpatiallyVaryingConv2d
-from adaptiveblur.ops.spatial import adaptive_gaussian_blur, spatially_varying_conv2d
+from adaptiveblur.nn import (
+    AdaptiveGaussianBlur,
+    SpatiallyVaryingConv2d,
+    adaptive_blur,
+    spatially_varying_conv2d,
+)
 from tests.oracle import loop_blur
 
 TORCH_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"}
@@ -133,7 +138,7 @@ def test_blur_gradcheck_image_and_sigma(rng):
         torch.tensor(rng.choice([0.25, 0.55, 0.9, 1.2, 1.55], (1, 1, 7, 9))) + 0.01
     ).requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda a, s: adaptive_gaussian_blur(a, s, max_memory=3_000), (x, sigma), fast_mode=True
+        lambda a, s: adaptive_blur(a, s, max_memory=3_000), (x, sigma), fast_mode=True
     )
 
 
@@ -143,7 +148,7 @@ def test_blur_gradient_of_tiles_equals_whole_and_forward_equals_loop(rng):
     for budget in (1 << 32, 2_000):
         x = make(seed, 1, 3, 21, 17, grad=True)
         sigma = (make(seed + 1, 1, 1, 21, 17) * 3).requires_grad_()
-        out = adaptive_gaussian_blur(x, sigma, max_memory=budget)
+        out = adaptive_blur(x, sigma, max_memory=budget)
         (out * make(seed + 2, 1, 3, 21, 17)).sum().backward()
         grads.append((out.detach(), x.grad, sigma.grad))
     for whole, tiled in zip(*grads, strict=True):
@@ -159,7 +164,7 @@ def test_kernel_size_changes_per_call_and_module_equals_function(rng):
     x = make(int(rng.integers(1 << 30)), 1, 3, 16, 16)
     for scale in (0.5, 2.0, 5.0):  # radii 2, 6, 15: a new kernel size each call
         sigma = torch.full((1, 1, 16, 16), scale, dtype=torch.float64)
-        torch.testing.assert_close(blur(x, sigma), adaptive_gaussian_blur(x, sigma))
+        torch.testing.assert_close(blur(x, sigma), adaptive_blur(x, sigma))
     conv = SpatiallyVaryingConv2d(3, 2, kernel_size=3).double()
     modulation = make(1, 1, 9, 16, 16)
     torch.testing.assert_close(
@@ -191,9 +196,18 @@ def test_modules_train_under_torch_compile(rng):
 
 
 @pytest.mark.parametrize(
-    "module", [adaptiveblur.ops.spatial, adaptiveblur.nn, adaptiveblur.ops.blur, adaptiveblur]
+    "module",
+    [adaptiveblur.nn.functional, adaptiveblur.nn.modules, adaptiveblur.ops.blur, adaptiveblur],
 )
 def test_doctests(module):
     result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_one_name_per_op_at_the_top():
+    names = ("adaptive_blur", "spatially_varying_conv2d")
+    for name in (*names, "AdaptiveGaussianBlur", "SpatiallyVaryingConv2d"):
+        assert name in adaptiveblur.__all__
+        assert getattr(adaptiveblur, name) is getattr(adaptiveblur.nn, name)
+    assert not hasattr(adaptiveblur.nn, "adaptive_gaussian_blur")

@@ -1,8 +1,8 @@
-"""Per-location kernels as differentiable torch ops, on the same tiled engine.
+"""Per-location kernels as differentiable torch functions.
 
-* :func:`adaptive_gaussian_blur`: a Gaussian per pixel, differentiable with respect to the
-  image **and** sigma (so a network can predict sigma); the kernel size follows sigma on
-  every call.
+* :func:`adaptiveblur.adaptive_blur` (re-exported here): a Gaussian per pixel,
+  differentiable with respect to the image **and** sigma (so a network can predict
+  sigma); the kernel size follows sigma on every call.
 * :func:`spatially_varying_conv2d`: a different kernel at every output location, either given
   whole, ``(B, C_out, C_in, k, k, H, W)``, or factored as a shared learnable ``weight
   (C_out, C_in, k, k)`` modulated per location by a known ``modulation (B, k*k, H, W)``.
@@ -10,6 +10,13 @@
 Both work tile by tile with halos, so memory is bounded by ``max_memory``; under autograd
 each tile is checkpointed and recomputed in the backward pass, so no ``k^2``-sized
 activation is kept for the whole image in either pass.
+
+Example:
+    >>> x = torch.rand(1, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+    >>> sigma = torch.full((1, 1, 16, 16), 1.5, dtype=torch.float64, requires_grad=True)
+    >>> adaptive_blur(x, sigma).sum().backward()
+    >>> x.grad.shape, sigma.grad.shape
+    (torch.Size([1, 3, 16, 16]), torch.Size([1, 1, 16, 16]))
 """
 
 from __future__ import annotations
@@ -20,47 +27,12 @@ from torch.utils.checkpoint import checkpoint
 
 from adaptiveblur.borders import read_window
 from adaptiveblur.errors import InvalidParameterError
-from adaptiveblur.kernels import DEFAULT_TRUNCATE
 from adaptiveblur.ops.blur import adaptive_blur
 from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, Tile, plan_tiles, tile_side
 
+__all__ = ["adaptive_blur", "spatially_varying_conv2d"]
+
 PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"}
-
-
-def adaptive_gaussian_blur(
-    x: torch.Tensor,
-    sigma: torch.Tensor | float,
-    *,
-    truncate: float = DEFAULT_TRUNCATE,
-    border: str = "reflect",
-    max_memory: int | None = None,
-) -> torch.Tensor:
-    """Blur every pixel of ``x`` with a Gaussian of its own ``sigma``; differentiable.
-
-    The same operator as :func:`adaptiveblur.adaptive_blur` (gather model, square window of
-    radius ``floor(truncate * sigma + 0.5)``), on ``x``'s device. Gradients flow to ``x`` and
-    to ``sigma`` (the window radius is piecewise constant in sigma and carries none). Without
-    autograd the fastest exact backend runs; with it, the reference backend, checkpointed
-    per tile.
-
-    Args:
-        x: ``(B, C, H, W)`` or ``(C, H, W)`` float tensor.
-        sigma: ``(B, 1, H, W)``, ``(1, H, W)``, ``(H, W)`` or a number, ``>= 0``.
-        truncate: window radius in sigmas.
-        border: ``"reflect"``, ``"replicate"`` or ``"constant"``.
-        max_memory: bytes of temporaries per step (default 1 GiB).
-
-    Returns:
-        Tensor shaped like ``x``.
-
-    Example:
-        >>> x = torch.rand(1, 3, 16, 16, dtype=torch.float64, requires_grad=True)
-        >>> sigma = torch.full((1, 1, 16, 16), 1.5, dtype=torch.float64, requires_grad=True)
-        >>> adaptive_gaussian_blur(x, sigma).sum().backward()
-        >>> x.grad.shape, sigma.grad.shape
-        (torch.Size([1, 3, 16, 16]), torch.Size([1, 1, 16, 16]))
-    """
-    return adaptive_blur(x, sigma, truncate=truncate, border=border, max_memory=max_memory)
 
 
 def spatially_varying_conv2d(

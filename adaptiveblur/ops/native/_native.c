@@ -1,7 +1,7 @@
 /*
  * Fused exact adaptive Gaussian blur for CPUs (the "native" backend).
  *
- * Compiled at first use by adaptiveblur/ops/native.py and loaded with ctypes. One call
+ * Compiled at first use by adaptiveblur/ops/native/build.py and loaded with ctypes. One call
  * blurs a band of output rows of one batch item:
  *
  *   out(p) = sum_q w_p(q - p) I(q) / sum_q w_p(q - p),
@@ -34,7 +34,7 @@
  * zeros), so overlapping groups and any split into row bands give identical output.
  *
  * The second half of this file is a template over the element type: it is included
- * twice (float, double) through #include __FILE__, which native.py makes safe by
+ * twice (float, double) through #include __FILE__, which native/build.py makes safe by
  * compiling a copy with a plain file name.
  *
  * No -ffast-math: exp and the sums stay IEEE. The weights use a vectorisable exp
@@ -54,7 +54,7 @@
 #define HAVE_MXCSR 1
 #endif
 
-/* Bumped whenever the exported functions change; native.py checks it. */
+/* Bumped whenever the exported functions change; native/build.py checks it. */
 #define ABI_VERSION 1
 
 /* One SIMD register. GCC and clang lower wider vector types to several registers, so
@@ -75,7 +75,7 @@
 #define GROUPS_PER_CHUNK 16
 #endif
 
-/* Same floor as kernels.py: keeps exp(-d^2 / (2 s^2)) defined when s is 0. */
+/* kernels.SIGMA_FLOOR (adaptiveblur/kernels.py): keeps exp(-d^2 / (2 s^2)) defined when s is 0. */
 #define SIGMA_FLOOR 1e-3
 
 enum { STATUS_OK = 0, STATUS_BAD_RADIUS = 1, STATUS_NO_MEMORY = 2 };
