@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from adaptiveblur import io
+from adaptiveblur.devices import resolve_device
+from adaptiveblur.devices import resolve_device
 from adaptiveblur.errors import OutputImageError
 from adaptiveblur.ops.blur import ProgressCallback
 from adaptiveblur.render import (
@@ -63,6 +65,13 @@ class FileBlur:
         self.options = options
         self.sigma_source = sigma_source
         self._map_sigma = functools.lru_cache(maxsize=4)(self._sigma_from_map)
+
+    def __getstate__(self) -> dict[str, object]:
+        # Worker processes get the settings and the decoded map, not this process's cache.
+        return {"settings": self.settings, "options": self.options, "map": self.sigma_source}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["settings"], state["options"], state["map"])  # type: ignore[misc, arg-type]
 
     @classmethod
     def open(cls, settings: BlurSettings, options: FileOptions) -> FileBlur:
@@ -155,9 +164,8 @@ def run_file(
     if save_sigma is not None:
         io.check_output_format("L", None, save_sigma)
     job = FileBlur.open(settings, options)
-    job.blur(
-        source, dest, DeviceTokens([settings.device]), progress=progress, save_sigma=save_sigma
-    )
+    devices = DeviceTokens([str(resolve_device(settings.device))])
+    job.blur(source, dest, devices, progress=progress, save_sigma=save_sigma)
 
 
 def refuse_clobbering(

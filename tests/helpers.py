@@ -18,6 +18,7 @@ HEIGHT, WIDTH = 17, 23  # a small image of odd sizes
 EXACT = 1e-5  # float32 against the float64 oracle: the documented promise
 PREFIX = "adaptiveblur: error:"  # how every error line starts
 FAILED = "adaptiveblur: failed:"  # how a batch reports a file that failed
+ORIENTATION = 0x0112  # the EXIF orientation tag
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_TIMEOUT = 120
 
@@ -40,6 +41,61 @@ def make_image(pixels: np.ndarray, mode: str, bit_depth: int = 8) -> abio.Image:
 def random_rgb(rng: np.random.Generator, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
     """8-bit representable float RGB pixels ``(H, W, 3)``."""
     return (rng.integers(0, 256, (height, width, 3)) / 255.0).astype(np.float32)
+
+
+def random_values(rng: np.random.Generator, h: int, w: int, c: int, bit_depth: int) -> np.ndarray:
+    """Random integer samples ``(h, w, c)`` at ``bit_depth``."""
+    return rng.integers(0, 2**bit_depth, size=(h, w, c), dtype=np.int64)
+
+
+def image_from_values(values: np.ndarray, mode: str, bit_depth: int, **meta: object) -> abio.Image:
+    """An :class:`adaptiveblur.io.Image` whose pixels are exactly ``values / maxval``."""
+    pixels = (values / (2**bit_depth - 1)).astype(np.float32)
+    return abio.Image(pixels=pixels, mode=mode, bit_depth=bit_depth, **meta)  # type: ignore[arg-type]
+
+
+def values_of(image: abio.Image) -> np.ndarray:
+    """The integer samples an image's float pixels stand for."""
+    return np.rint(image.pixels.astype(np.float64) * (2**image.bit_depth - 1)).astype(np.int64)
+
+
+def pillow_reduction(picture: PILImage.Image, mode: str) -> np.ndarray:
+    """What pillow decodes a 16-bit colour PNG to: 8 bits, grey+alpha widened to RGBA."""
+    values = np.asarray(picture)
+    if mode == "LA":
+        assert picture.mode == "RGBA"
+        assert (values[..., 0] == values[..., 1]).all() and (values[..., 0] == values[..., 2]).all()
+        return values[..., [0, 3]]
+    assert picture.mode == mode
+    return values
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def srgb_profile() -> bytes:
+    ImageCms = pytest.importorskip("PIL.ImageCms")
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def exif_bytes(orientation: int, **tags: object) -> bytes:
+    """EXIF with ``orientation`` and ``_XXXX=value`` tags (hex tag numbers)."""
+    exif = PILImage.Exif()
+    exif[ORIENTATION] = orientation
+    for tag, value in tags.items():
+        exif[int(tag.lstrip("_"), 16)] = value
+    data = exif.tobytes()
+    assert data.startswith(b"Exif\x00\x00")
+    return data[6:]  # the bare TIFF structure, as a PNG eXIf chunk holds it
+
+
+def orientation_of(exif: bytes | None) -> int | None:
+    assert exif is not None
+    parsed = PILImage.Exif()
+    parsed.load(exif)
+    return parsed.get(ORIENTATION)
 
 
 def pixels_of(path: Path) -> np.ndarray:

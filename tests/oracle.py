@@ -93,20 +93,19 @@ def luma(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(pixels[..., :3], dtype=np.float64) @ LUMA, 0.0, 1.0)
 
 
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body, CRC (PNG specification, section 5.3)."""
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
 def png16_bytes(values: np.ndarray) -> bytes:
     """A 16-bit PNG of uint16 ``(H, W, 3)`` RGB samples, filter type 0 on every row."""
     height, width, _ = values.shape
     rows = b"".join(b"\x00" + values[y].astype(">u2").tobytes() for y in range(height))
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(rows))
+        + png_chunk(b"IEND", b"")
     )

@@ -603,8 +603,9 @@ def test_parse_shard(text, expected):
 
 @pytest.mark.parametrize("text", ["0/3", "4/3", "x", "1/0", "-1/3", "1/-3", "2"])
 def test_parse_shard_rejects(text):
-    with pytest.raises(InvalidParameterError, match="--shard"):
+    with pytest.raises(InvalidParameterError, match="shard K/N") as caught:
         planning.parse_shard(text)
+    assert caught.value.parameter == "shard"
 
 
 # ---- --from-list ------------------------------------------------------------------------

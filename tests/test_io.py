@@ -1,5 +1,5 @@
-"""Tests for adaptiveblur.io and adaptiveblur.png: round trips, the PNG codec, metadata, errors,
-atomic writes.
+"""adaptiveblur.io: decoding every mode, round trips through every format, EXIF and ICC,
+rounding, input errors and output formats (the PNG codec: test_png.py; writes: test_atomic.py).
 
 The 16-bit PNG reader is checked against PNGs built here by a plain per-byte filter encoder
 (one Python loop, no vectorisation), and those PNGs are first checked against pillow's
@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import sys
 import types
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,6 @@ from PIL import Image as PILImage
 from PIL import ImageOps, features
 
 from adaptiveblur import io as abio
-from adaptiveblur import png
 from adaptiveblur.errors import InputImageError, InvalidParameterError, OutputImageError
 from adaptiveblur.io import (
     Image,
@@ -30,159 +27,35 @@ from adaptiveblur.io import (
     format_for_path,
     load_image,
     output_bit_depth,
+    png,
     save_image,
+)
+from adaptiveblur.io import decode
+from adaptiveblur.io.decode import image_from_pillow
+from tests.helpers import (
+    ORIENTATION,
+    exif_bytes,
+    image_from_values,
+    orientation_of,
+    random_values,
+    srgb_profile,
+    values_of,
+    write,
 )
 
 SIZES = [(1, 1), (7, 13), (31, 17)]
 MODES = ["L", "LA", "RGB", "RGBA"]
 CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 PNG_COLOUR_TYPE = {"LA": 4, "RGB": 2, "RGBA": 6}
-ORIENTATION = 0x0112
 
 
 # ---- helpers ----------------------------------------------------------------------------
-
-
-def random_values(rng: np.random.Generator, h: int, w: int, c: int, bit_depth: int) -> np.ndarray:
-    """Random integer samples ``(h, w, c)`` at ``bit_depth``."""
-    return rng.integers(0, 2**bit_depth, size=(h, w, c), dtype=np.int64)
-
-
-def image_from_values(values: np.ndarray, mode: str, bit_depth: int, **meta: object) -> Image:
-    """An :class:`Image` whose pixels are exactly ``values / maxval``."""
-    pixels = (values / (2**bit_depth - 1)).astype(np.float32)
-    return Image(pixels=pixels, mode=mode, bit_depth=bit_depth, **meta)  # type: ignore[arg-type]
-
-
-def values_of(image: Image) -> np.ndarray:
-    """The integer samples an image's float pixels stand for."""
-    return np.rint(image.pixels.astype(np.float64) * (2**image.bit_depth - 1)).astype(np.int64)
 
 
 def pillow_bytes(picture: PILImage.Image, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-def pillow_reduction(picture: PILImage.Image, mode: str) -> np.ndarray:
-    """What pillow decodes a 16-bit colour PNG to: 8 bits, grey+alpha widened to RGBA."""
-    values = np.asarray(picture)
-    if mode == "LA":
-        assert picture.mode == "RGBA"
-        assert (values[..., 0] == values[..., 1]).all() and (values[..., 0] == values[..., 2]).all()
-        return values[..., [0, 3]]
-    assert picture.mode == mode
-    return values
-
-
-def write(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
-
-
-def temporaries(directory: Path) -> list[str]:
-    return [
-        p.name for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")
-    ]
-
-
-def srgb_profile() -> bytes:
-    ImageCms = pytest.importorskip("PIL.ImageCms")
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-
-
-def exif_bytes(orientation: int, **tags: object) -> bytes:
-    """EXIF with ``orientation`` and ``_XXXX=value`` tags (hex tag numbers)."""
-    exif = PILImage.Exif()
-    exif[ORIENTATION] = orientation
-    for tag, value in tags.items():
-        exif[int(tag.lstrip("_"), 16)] = value
-    data = exif.tobytes()
-    assert data.startswith(b"Exif\x00\x00")
-    return data[6:]  # the bare TIFF structure, as a PNG eXIf chunk holds it
-
-
-def orientation_of(exif: bytes | None) -> int | None:
-    assert exif is not None
-    parsed = PILImage.Exif()
-    parsed.load(exif)
-    return parsed.get(ORIENTATION)
-
-
-# ---- an independent 16-bit PNG encoder (plain loops) -----------------------------------
-
-
-def paeth_reference(a: int, b: int, c: int) -> int:
-    p = a + b - c
-    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-    if pa <= pb and pa <= pc:
-        return a
-    return b if pb <= pc else c
-
-
-def filter_reference(data: np.ndarray, bpp: int, kinds: list[int]) -> bytes:
-    """PNG-filter uint8 rows ``(h, n)`` byte by byte, row ``y`` with filter ``kinds[y]``."""
-    out = bytearray()
-    previous = [0] * data.shape[1]
-    for row_array, kind in zip(data, kinds, strict=False):
-        row = row_array.tolist()
-        out.append(kind)
-        for i, value in enumerate(row):
-            a = row[i - bpp] if i >= bpp else 0
-            b = previous[i]
-            c = previous[i - bpp] if i >= bpp else 0
-            predicted = [0, a, b, (a + b) // 2, paeth_reference(a, b, c)][kind]
-            out.append((value - predicted) % 256)
-        previous = row
-    return bytes(out)
-
-
-def chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-ADAM7 = [
-    (0, 0, 8, 8),
-    (4, 0, 8, 8),
-    (0, 4, 4, 8),
-    (2, 0, 4, 4),
-    (0, 2, 2, 4),
-    (1, 0, 2, 2),
-    (0, 1, 1, 2),
-]
-
-
-def png16_reference(
-    values: np.ndarray,
-    colour_type: int,
-    kinds_for: object,
-    *,
-    interlace: bool = False,
-    extra: bytes = b"",
-) -> bytes:
-    """A 16-bit PNG of ``values`` ``(h, w, c)``; ``kinds_for(h)`` gives each row's filter."""
-    h, w, c = values.shape
-    bpp = 2 * c
-    big_endian = values.astype(">u2").view(np.uint8).reshape(h, w, bpp)
-    passes = ADAM7 if interlace else [(0, 0, 1, 1)]
-    stream = b""
-    for x0, y0, dx, dy in passes:
-        sub = big_endian[y0::dy, x0::dx]
-        if sub.size:
-            rows = sub.reshape(sub.shape[0], -1)
-            stream += filter_reference(rows, bpp, kinds_for(rows.shape[0]))  # type: ignore[operator]
-    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, int(interlace))
-    compressed = zlib.compress(stream)
-    half = len(compressed) // 2  # two IDAT chunks, to exercise concatenation
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + extra
-        + chunk(b"IDAT", compressed[:half])
-        + chunk(b"IDAT", compressed[half:])
-        + chunk(b"IEND", b"")
-    )
 
 
 # ---- the Image record -------------------------------------------------------------------
@@ -276,63 +149,6 @@ def test_16_bit_samples_saved_at_8_bits_round_like_floats(
     save_image(samples, tmp_path / "a.bmp")  # BMP holds 8 bits
     save_image(floats, tmp_path / "b.bmp")
     assert (tmp_path / "a.bmp").read_bytes() == (tmp_path / "b.bmp").read_bytes()
-
-
-@pytest.mark.parametrize("level", range(10))
-@pytest.mark.parametrize("cpus", [1, 2, 5])
-def test_parallel_deflate_is_one_valid_zlib_stream(
-    monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator, level: int, cpus: int
-) -> None:
-    monkeypatch.setattr(png, "PARALLEL_DEFLATE_PIECE", 5000)  # many pieces from small data
-    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
-    # Compressible (repeats farther apart than a piece) and incompressible parts.
-    motif = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
-    data = memoryview(motif * 7 + rng.integers(0, 256, 11_111, dtype=np.uint8).tobytes() + motif)
-    stream = png.deflate(data, level)
-    assert zlib.decompress(stream) == data.tobytes()  # checks the header and the Adler-32 too
-    rows = np.frombuffer(data, dtype=np.uint8)[: 27 * 1000].reshape(27, 1000)  # as PNG rows
-    assert zlib.decompress(png.deflate(rows.data, level)) == rows.tobytes()
-    assert stream[:2] == zlib.compress(b"", level)[:2]  # the header zlib itself writes
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("depth", [8, 16])
-def test_png_in_parallel_pieces_round_trips_and_pillow_reads_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator, mode: str, depth: int
-) -> None:
-    monkeypatch.setattr(png, "PARALLEL_DEFLATE_PIECE", 2000)
-    monkeypatch.setattr(os, "cpu_count", lambda: 3)
-    values = random_values(rng, 61, 37, CHANNELS[mode], depth)
-    values[20:40] = values[0:20]  # something for the deflate to find across pieces
-    path = tmp_path / "out.png"
-    save_image(image_from_values(values, mode, depth), path)
-    np.testing.assert_array_equal(values_of(load_image(path)), values)
-    with PILImage.open(path) as picture:
-        picture.load()
-        if depth == 8:
-            np.testing.assert_array_equal(np.asarray(picture).reshape(values.shape), values)
-
-
-@pytest.mark.parametrize("mode", ["LA", "RGB", "RGBA"])
-def test_png16_colour_matches_pillow_reduction(
-    tmp_path: Path, rng: np.random.Generator, mode: str
-) -> None:
-    """Pillow reads our 16-bit colour PNGs too, keeping the high byte of each sample."""
-    values = random_values(rng, 31, 17, CHANNELS[mode], 16)
-    path = tmp_path / "out.png"
-    save_image(image_from_values(values, mode, 16), path)
-    with PILImage.open(path) as picture:
-        np.testing.assert_array_equal(pillow_reduction(picture, mode), values >> 8)
-
-
-def test_png16_grey_is_read_by_pillow_as_16_bit(tmp_path: Path, rng: np.random.Generator) -> None:
-    """The sigma-map case: (H, W, 1) float, mode L, 16-bit, viewable with anything."""
-    sigma_map = rng.random((13, 7, 1)).astype(np.float32)
-    path = tmp_path / "sigma.png"
-    save_image(Image(sigma_map, "L", 16), path)
-    with PILImage.open(path) as picture:
-        assert picture.mode == "I;16"
-        np.testing.assert_array_equal(np.asarray(picture), np.rint(sigma_map[:, :, 0] * 65535))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -435,100 +251,6 @@ def test_nan_pixels_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidParameterError, match="NaN"):
         save_image(Image(pixels, "L", 8), tmp_path / "out.png")
     assert not list(tmp_path.iterdir())
-
-
-# ---- the 16-bit PNG reader against the reference encoder --------------------------------
-
-
-def check_png16(data: bytes, values: np.ndarray, mode: str) -> None:
-    """Pillow (8-bit) and our reader (16-bit) both decode ``data`` to ``values``."""
-    with PILImage.open(io.BytesIO(data)) as picture:
-        reduced = pillow_reduction(picture, mode)
-    np.testing.assert_array_equal(reduced, values >> 8)  # the reference encoder is right
-    loaded = load_image(io.BytesIO(data))
-    assert (loaded.mode, loaded.bit_depth) == (mode, 16)
-    np.testing.assert_array_equal(values_of(loaded), values)
-
-
-@pytest.mark.parametrize("kind", [0, 1, 2, 3, 4])
-@pytest.mark.parametrize("mode", ["LA", "RGB", "RGBA"])
-@pytest.mark.parametrize("size", [(1, 1), (1, 6), (6, 1), (17, 31)])
-def test_png16_reader_each_filter(
-    rng: np.random.Generator, kind: int, mode: str, size: tuple[int, int]
-) -> None:
-    values = random_values(rng, *size, CHANNELS[mode], 16)
-    data = png16_reference(values, PNG_COLOUR_TYPE[mode], lambda h: [kind] * h)
-    check_png16(data, values, mode)
-
-
-@pytest.mark.parametrize("band", [3, 512])
-@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
-def test_png16_reader_mixed_filters(
-    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, band: int, mode: str
-) -> None:
-    """Random filter per row; small bands put simple and wavefront bands side by side."""
-    monkeypatch.setattr(png, "_WAVEFRONT_ROWS", band)
-    values = random_values(rng, 29, 11, CHANNELS[mode], 16)
-    kinds = rng.integers(0, 5, size=29).tolist()
-    kinds[6:12] = [0, 1, 2, 2, 1, 0]  # one band of rows that need no wavefront
-    data = png16_reference(values, PNG_COLOUR_TYPE[mode], lambda h: kinds[:h])
-    check_png16(data, values, mode)
-
-
-def test_png16_reader_smooth_image(rng: np.random.Generator) -> None:
-    """Smooth content gives small residuals, where Paeth ties and Average carries matter."""
-    y, x = np.mgrid[0:23, 0:19]
-    base = (y * 700 + x * 300 + rng.integers(0, 4, (23, 19))).astype(np.int64)
-    values = np.stack([base, base[::-1] + 5, 65535 - base], axis=2) % 65536
-    for kind in (3, 4):
-        data = png16_reference(values, 2, lambda h, kind=kind: [kind] * h)
-        check_png16(data, values, "RGB")
-
-
-@pytest.mark.parametrize("size", [(1, 1), (3, 5), (17, 23)])
-def test_png16_reader_interlaced(rng: np.random.Generator, size: tuple[int, int]) -> None:
-    values = random_values(rng, *size, 4, 16)
-    data = png16_reference(values, 6, lambda h: rng.integers(0, 5, size=h).tolist(), interlace=True)
-    check_png16(data, values, "RGBA")
-
-
-def test_png16_reader_transparent_key_colour(rng: np.random.Generator) -> None:
-    values = random_values(rng, 5, 4, 3, 16)
-    key = values[2, 1]
-    trns = chunk(b"tRNS", key.astype(">u2").tobytes())
-    loaded = load_image(io.BytesIO(png16_reference(values, 2, lambda h: [1] * h, extra=trns)))
-    assert loaded.mode == "RGBA"
-    alpha = values_of(loaded)[:, :, 3]
-    np.testing.assert_array_equal(alpha == 0, (values == key).all(axis=2))
-    np.testing.assert_array_equal(values_of(loaded)[:, :, :3], values)
-
-
-def test_png16_reader_metadata(rng: np.random.Generator) -> None:
-    profile = srgb_profile()
-    values = random_values(rng, 3, 5, 3, 16)
-    extra = chunk(b"iCCP", b"sRGB\x00\x00" + zlib.compress(profile)) + chunk(
-        b"eXIf", exif_bytes(6, _010F="Maker")
-    )
-    loaded = load_image(io.BytesIO(png16_reference(values, 2, lambda h: [4] * h, extra=extra)))
-    assert loaded.icc_profile == profile
-    assert orientation_of(loaded.exif) == 1
-    assert loaded.exif is not None and b"Maker" in loaded.exif
-    np.testing.assert_array_equal(values_of(loaded), np.rot90(values, -1))  # orientation 6
-
-
-def test_png16_writer_keeps_metadata(tmp_path: Path, rng: np.random.Generator) -> None:
-    profile = srgb_profile()
-    exif = b"Exif\x00\x00" + exif_bytes(1, _010F="Maker")
-    image = image_from_values(
-        random_values(rng, 4, 3, 4, 16), "RGBA", 16, icc_profile=profile, exif=exif
-    )
-    save_image(image, tmp_path / "out.png")
-    with PILImage.open(tmp_path / "out.png") as picture:
-        picture.load()
-        assert picture.info["icc_profile"] == profile
-        assert picture.getexif()[0x010F] == "Maker"
-    loaded = load_image(tmp_path / "out.png")
-    assert (loaded.icc_profile, loaded.exif) == (profile, exif)
 
 
 # ---- modes pillow decodes --------------------------------------------------------------
@@ -641,7 +363,7 @@ def test_lab_becomes_srgb(tmp_path: Path) -> None:
 )
 def test_in_memory_modes(mode: str, colour: object, expected_mode: str, expected: object) -> None:
     """Modes no file format here writes; the conversion is the same for decoded files."""
-    image = abio._image_from_pillow(PILImage.new(mode, (3, 2), colour), "x")  # type: ignore[arg-type]
+    image = image_from_pillow(PILImage.new(mode, (3, 2), colour), "x")  # type: ignore[arg-type]
     assert (image.mode, image.bit_depth) == (expected_mode, 8)
     if expected is not None:
         np.testing.assert_array_equal(values_of(image)[1, 2], expected)
@@ -650,7 +372,7 @@ def test_in_memory_modes(mode: str, colour: object, expected_mode: str, expected
 def test_big_endian_16_bit_grey() -> None:
     values = np.arange(6).reshape(2, 3) * 10000
     picture = PILImage.frombytes("I;16B", (3, 2), values.astype(">u2").tobytes())
-    image = abio._image_from_pillow(picture, "x")
+    image = image_from_pillow(picture, "x")
     assert (image.mode, image.bit_depth) == ("L", 16)
     np.testing.assert_array_equal(values_of(image)[:, :, 0], values)
 
@@ -782,7 +504,7 @@ def test_permission_denied_is_reported(tmp_path: Path, monkeypatch: pytest.Monke
     def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(abio, "open", denied, raising=False)
+    monkeypatch.setattr(decode, "open", denied, raising=False)
     with pytest.raises(InputImageError, match=r"cannot read '.*x\.png': permission denied"):
         load_image(tmp_path / "x.png")
 
@@ -811,17 +533,6 @@ def test_corrupt_png(tmp_path: Path, rng: np.random.Generator, depth: int) -> No
         load_image(write(tmp_path / "bad.png", bytes(data)))
 
 
-def test_corrupt_png16_data_with_valid_crc() -> None:
-    row = bytes(4 * 6)  # four 16-bit RGB pixels
-    stream = zlib.compress(b"\x07" + row + (b"\x00" + row) * 3)  # filter type 7 does not exist
-    header = struct.pack(">IIBBBBB", 4, 4, 16, 2, 0, 0, 0)
-    data = (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
-    )
-    with pytest.raises(InputImageError, match="unknown filter type 7"):
-        load_image(io.BytesIO(data))
-
-
 @pytest.mark.parametrize("depth", [8, 16])
 def test_decompression_bomb_checked_before_decoding(
     tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, depth: int
@@ -835,7 +546,7 @@ def test_decompression_bomb_checked_before_decoding(
     monkeypatch.setattr(png, "_png16_samples", no_decoding)
     with pytest.raises(
         InputImageError,
-        match=r"has 2,000 pixels, more than the limit of 1,999; raise it with --max-pixels",
+        match=r"has 2,000 pixels, more than max_pixels \(1,999\)",
     ):
         load_image(path, max_pixels=1999)
 
@@ -860,7 +571,7 @@ def test_our_limit_overrides_pillows(
         assert load_image(path, max_pixels=limit).pixels.shape == (40, 50, 3)
     for limit in (150, 1999):  # below and above pillow's error threshold of 200
         with pytest.raises(
-            InputImageError, match=f"has 2,000 pixels, more than the limit of {limit:,}"
+            InputImageError, match=rf"has 2,000 pixels, more than max_pixels \({limit:,}\)"
         ):
             load_image(path, max_pixels=limit)
     assert PILImage.MAX_IMAGE_PIXELS == 100
@@ -943,9 +654,7 @@ def test_alpha_is_refused_before_any_pixels(tmp_path: Path, fmt: str, mode: str)
 
 def test_unknown_extension_and_format(tmp_path: Path) -> None:
     image = Image(np.zeros((2, 2, 3), np.float32), "RGB", 8)
-    with pytest.raises(
-        OutputImageError, match=r"cannot tell the output format from '.*out\.xyz'; use --format"
-    ):
+    with pytest.raises(OutputImageError, match=r"cannot tell the output format from '.*out\.xyz'"):
         save_image(image, tmp_path / "out.xyz")
     with pytest.raises(OutputImageError, match="not supported"):
         save_image(image, tmp_path / "out.gif")
@@ -968,159 +677,3 @@ def test_output_bit_depth() -> None:
     assert output_bit_depth("L", 16, "TIFF") == 16
     assert output_bit_depth("RGB", 16, "jpeg") == 8
     assert output_bit_depth("L", 8, "png") == 8
-
-
-# ---- stdout -----------------------------------------------------------------------------
-
-
-def test_stdout_needs_a_format(monkeypatch: pytest.MonkeyPatch) -> None:
-    stdout = types.SimpleNamespace(buffer=io.BytesIO())
-    monkeypatch.setattr(sys, "stdout", stdout)
-    image = Image(np.zeros((2, 2, 3), np.float32), "RGB", 8)
-    with pytest.raises(OutputImageError, match="writing to stdout needs --format"):
-        save_image(image, "-")
-    assert stdout.buffer.getvalue() == b""
-
-
-def test_stdout_gets_only_the_image(
-    monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
-) -> None:
-    stdout = types.SimpleNamespace(buffer=io.BytesIO())
-    monkeypatch.setattr(sys, "stdout", stdout)
-    values = random_values(rng, 7, 13, 4, 16)
-    save_image(image_from_values(values, "RGBA", 16), "-", format="png")
-    data = stdout.buffer.getvalue()
-    assert data.startswith(b"\x89PNG") and data.endswith(chunk(b"IEND", b""))
-    np.testing.assert_array_equal(values_of(load_image(io.BytesIO(data))), values)
-
-
-def test_stdout_untouched_when_encoding_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    stdout = types.SimpleNamespace(buffer=io.BytesIO())
-    monkeypatch.setattr(sys, "stdout", stdout)
-
-    def half_then_fail(
-        self: PILImage.Image, fp: io.BytesIO, *args: object, **kwargs: object
-    ) -> None:
-        fp.write(b"partial")
-        raise OSError("encoder exploded")
-
-    monkeypatch.setattr(PILImage.Image, "save", half_then_fail)
-    with pytest.raises(OutputImageError, match="encoder exploded"):
-        save_image(Image(np.zeros((2, 2, 3), np.float32), "RGB", 8), "-", format="jpeg")
-    assert stdout.buffer.getvalue() == b""
-
-
-# ---- output errors and atomic writes ------------------------------------------------------
-
-
-def test_missing_directory(tmp_path: Path) -> None:
-    image = Image(np.zeros((2, 2, 3), np.float32), "RGB", 8)
-    with pytest.raises(OutputImageError, match="does not exist"):
-        save_image(image, tmp_path / "no" / "such" / "out.png")
-
-
-def test_destination_is_a_directory(tmp_path: Path) -> None:
-    (tmp_path / "d.png").mkdir()
-    image = Image(np.zeros((2, 2, 3), np.float32), "RGB", 8)
-    with pytest.raises(OutputImageError, match="is a directory"):
-        save_image(image, tmp_path / "d.png")
-    assert temporaries(tmp_path) == []
-
-
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_directory(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        with pytest.raises(OutputImageError, match="permission denied"):
-            save_image(Image(np.zeros((2, 2, 3), np.float32), "RGB", 8), locked / "out.png")
-    finally:
-        locked.chmod(0o700)
-
-
-def test_temporary_file_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The message mapping behind test_unwritable_directory, which root cannot run."""
-
-    def denied(*args: object, **kwargs: object) -> int:
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(os, "open", denied)
-    with pytest.raises(OutputImageError, match=r"cannot write '.*out\.png': permission denied"):
-        save_image(Image(np.zeros((2, 2, 3), np.float32), "RGB", 8), tmp_path / "out.png")
-
-
-def test_no_overwrite(tmp_path: Path) -> None:
-    dest = write(tmp_path / "out.png", b"precious")
-    image = Image(np.zeros((2, 2, 3), np.float32), "RGB", 8)
-    with pytest.raises(OutputImageError, match="already exists"):
-        save_image(image, dest, overwrite=False)
-    assert dest.read_bytes() == b"precious"
-    save_image(image, tmp_path / "new.png", overwrite=False)
-    assert load_image(tmp_path / "new.png").pixels.shape == (2, 2, 3)
-    assert temporaries(tmp_path) == []
-
-
-def test_overwrite_replaces_and_leaves_no_temporary(
-    tmp_path: Path, rng: np.random.Generator
-) -> None:
-    dest = write(tmp_path / "out.png", b"old")
-    dest.chmod(0o640)
-    values = random_values(rng, 3, 4, 3, 8)
-    save_image(image_from_values(values, "RGB", 8), dest)
-    np.testing.assert_array_equal(values_of(load_image(dest)), values)
-    assert temporaries(tmp_path) == []
-    assert dest.stat().st_mode & 0o777 == 0o640
-
-
-def test_write_through_symlink(tmp_path: Path) -> None:
-    target = write(tmp_path / "target.png", b"old")
-    link = tmp_path / "link.png"
-    link.symlink_to(target)
-    save_image(Image(np.ones((2, 2, 1), np.float32), "L", 8), link)
-    assert link.is_symlink()
-    assert load_image(target).pixels.min() == 1
-
-
-@pytest.mark.parametrize(("name", "encoder"), [("out.tif", "pillow"), ("out.png", "png")])
-@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError, ValueError])
-def test_failed_save_leaves_destination_untouched(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    name: str,
-    encoder: str,
-    failure: type[BaseException],
-) -> None:
-    dest = write(tmp_path / name, b"original bytes")
-
-    if encoder == "pillow":
-
-        def broken(
-            self: PILImage.Image, fp: io.BufferedWriter, *args: object, **kwargs: object
-        ) -> None:
-            fp.write(b"half an image")
-            raise failure("boom")
-
-        monkeypatch.setattr(PILImage.Image, "save", broken)
-    else:
-
-        def broken_png(*args: object) -> bytes:
-            raise failure("boom")
-
-        monkeypatch.setattr(png, "encode", broken_png)
-    image = Image(np.zeros((3, 3, 3), np.float32), "RGB", 8)
-    expected = KeyboardInterrupt if failure is KeyboardInterrupt else OutputImageError
-    with pytest.raises(expected):
-        save_image(image, dest)
-    assert dest.read_bytes() == b"original bytes"
-    assert temporaries(tmp_path) == []
-
-
-def test_failed_rename_leaves_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_rename(src: str, dst: str) -> None:
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(os, "replace", no_rename)
-    with pytest.raises(OutputImageError, match="permission denied"):
-        save_image(Image(np.zeros((3, 3, 3), np.float32), "RGB", 8), tmp_path / "out.png")
-    assert list(tmp_path.iterdir()) == []

@@ -38,6 +38,7 @@ class Outcome:
     reason: str | None = None
     size: int = 0  # input bytes
     device: str | None = None  # where it was blurred
+    parameter: str | None = None  # the library parameter a failure names (see errors)
 
 
 @dataclass
@@ -178,7 +179,8 @@ class BatchJob:
                     task.source, task.dest, tokens, replayers=replayers, make_folder=True
                 )
             except AdaptiveBlurError as error:
-                return Outcome(task, "failed", time.perf_counter() - started, str(error), size)
+                seconds = time.perf_counter() - started
+                return Outcome(task, "failed", seconds, str(error), size, None, error.parameter)
             except OSError as error:
                 reason = f"{error.strerror or error}"
                 return Outcome(task, "failed", time.perf_counter() - started, reason, size)

@@ -14,7 +14,7 @@ import typer
 
 from adaptiveblur._version import __version__
 from adaptiveblur.cli import allocator
-from adaptiveblur.cli.options import CommonOptions, with_common_options
+from adaptiveblur.cli.options import CommonOptions, with_common_options, with_flag_hint
 from adaptiveblur.cli.progress import PROG, BatchProgress, error, stderr, tile_progress
 from adaptiveblur.errors import (
     EXIT_CODE_MEANINGS,
@@ -29,15 +29,6 @@ try:  # typer >= 0.22 carries its own copy of click
     from typer import TyperException as _CommandLineError
 except ImportError:  # older typer on top of click
     from click import ClickException as _CommandLineError  # type: ignore[no-redef]
-
-# How to fix, on the command line, an error that names a library parameter.
-_FLAG_HINTS = {
-    "max_pixels": "raise it with --max-pixels",
-    "format": "use --format",
-    "resize_map": "resize it or pass --resize-map",
-    "overwrite": "pass --overwrite to replace it",
-}
-
 
 def _exit_codes() -> str:
     """The exit codes and their meanings, as one help paragraph."""
@@ -270,15 +261,6 @@ def _tune_allocator(method: str) -> None:
         allocator.keep_freed_memory()
 
 
-def _message(failure: AdaptiveBlurError) -> str:
-    """The error's message, with the flag that fixes it when it names a parameter."""
-    message = str(failure)
-    if failure.parameter is None:
-        return message
-    hint = _FLAG_HINTS.get(failure.parameter, f"see --{failure.parameter.replace('_', '-')}")
-    return f"{message}; {hint}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run the app and map every outcome to an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -306,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AdaptiveBlurError as failure:
         if show_traceback:
             traceback.print_exc()
-        error(_message(failure))
+        error(with_flag_hint(str(failure), failure.parameter))
         return failure.exit_code
     except Exception as failure:  # noqa: BLE001 - the one place that turns bugs into a message
         if show_traceback:

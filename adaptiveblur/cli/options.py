@@ -167,6 +167,23 @@ def with_common_options(command: Callable[..., None]) -> Callable[..., None]:
     return with_options
 
 
+# How to fix, on the command line, an error that names a library parameter.
+_FLAG_HINTS = {
+    "max_pixels": "raise it with --max-pixels",
+    "format": "use --format",
+    "resize_map": "resize it or pass --resize-map",
+    "overwrite": "pass --overwrite to replace it",
+}
+
+
+def with_flag_hint(message: str, parameter: str | None) -> str:
+    """``message`` with the flag that fixes it, when the error names a library ``parameter``."""
+    if parameter is None:
+        return message
+    hint = _FLAG_HINTS.get(parameter, f"see --{parameter.replace('_', '-')}")
+    return f"{message}; {hint}"
+
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from adaptiveblur.cli.options import with_flag_hint
+
 if TYPE_CHECKING:
     from adaptiveblur.batch import Task
     from adaptiveblur.batch.runner import Outcome
@@ -71,7 +73,7 @@ class BatchProgress:
             self._counted += 1
             self._bar.update(self._task, advance=outcome.size, files=self._counted)
         if outcome.status == "failed":
-            reason = outcome.reason or "unknown error"
+            reason = with_flag_hint(outcome.reason or "unknown error", outcome.parameter)
             where = "" if outcome.task.source in reason else f"{outcome.task.source}: "
             stderr.print(f"{PROG}: failed: {where}{reason}", markup=False)
 

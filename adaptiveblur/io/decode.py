@@ -172,7 +172,7 @@ def _load_with_pillow(stream: BinaryIO, name: str, limit: int | None, integers: 
                     picture.load()
             except Exception as exc:
                 raise InputImageError(f"cannot read '{name}': {_decode_reason(exc)}") from exc
-            return _image_from_pillow(picture, name, integers)
+            return image_from_pillow(picture, name, integers)
 
 
 def _load_png16(data: bytes, name: str, limit: int | None, integers: bool) -> Image:
@@ -207,7 +207,7 @@ def _decode_reason(exc: BaseException) -> str:
     return f"file is corrupt ({text})"
 
 
-def _image_from_pillow(picture: PILImage.Image, name: str, integers: bool = False) -> Image:
+def image_from_pillow(picture: PILImage.Image, name: str, integers: bool = False) -> Image:
     """Convert a loaded pillow image to an :class:`Image`, orientation applied."""
     icc = picture.info.get("icc_profile") or None
     if picture.mode in ("CMYK", "LAB"):
