@@ -1,7 +1,11 @@
 """adaptiveblur: blur each pixel of an image with its own Gaussian.
 
-The torch-based API is imported on first use, so importing the package (and running
-``adaptiveblur --help``) stays fast.
+One name per job, all listed in ``__all__``: the torch ops (:func:`adaptive_blur`,
+:func:`spatially_varying_conv2d` and their ``nn`` modules), images in and out
+(:func:`load_image`, :func:`save_image`, :func:`blur_image`), one file or many
+(:func:`run_file`, :func:`blur_files`, configured by :class:`BlurSettings` and
+:class:`FileOptions`), the sigma mapping, and the errors. They are imported on first
+use, so importing the package (and running ``adaptiveblur --help``) stays fast.
 
 Example:
     >>> import torch
@@ -23,6 +27,7 @@ from adaptiveblur.errors import (
     InputImageError,
     InvalidParameterError,
     OutputImageError,
+    WorkerProcessError,
 )
 
 _LAZY = {
@@ -34,6 +39,11 @@ _LAZY = {
     "intensity": "adaptiveblur.sigma",
     "load_image": "adaptiveblur.io",
     "save_image": "adaptiveblur.io",
+    "blur_image": "adaptiveblur.render",
+    "BlurSettings": "adaptiveblur.settings",
+    "FileOptions": "adaptiveblur.settings",
+    "run_file": "adaptiveblur.run",
+    "blur_files": "adaptiveblur.batch",
 }
 
 __all__ = [
@@ -42,6 +52,7 @@ __all__ = [
     "InputImageError",
     "InvalidParameterError",
     "OutputImageError",
+    "WorkerProcessError",
     "__version__",
     *_LAZY,
 ]
@@ -53,3 +64,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'adaptiveblur' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -20,7 +20,12 @@ SIGMA_FLOOR = 1e-3
 
 
 def radius_for(sigma: float, truncate: float = DEFAULT_TRUNCATE) -> int:
-    """Window radius in pixels for one sigma: ``floor(truncate * sigma + 0.5)``."""
+    """Window radius in pixels for one sigma: ``floor(truncate * sigma + 0.5)``.
+
+    Example:
+        >>> radius_for(1.5), radius_for(0.1), radius_for(2.0, truncate=4.0)
+        (5, 0, 8)
+    """
     return int(math.floor(truncate * float(sigma) + 0.5))
 
 

@@ -141,14 +141,10 @@ def blur_samples(
     blurred = adaptive_blur(
         stacked,
         sigma_map[None],
-        truncate=settings.truncate,
-        border=settings.border,
         device=samples.device,
-        method=settings.method,
-        backend=settings.backend,
-        max_memory=settings.max_memory,
         progress=progress,
         sigma_bound=sigma_bound,
+        **settings.blur_options(),
     )
     out_color = blurred[:color_count]
     if alpha_too:

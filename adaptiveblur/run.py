@@ -18,7 +18,6 @@ import torch
 
 from adaptiveblur import io
 from adaptiveblur.devices import resolve_device
-from adaptiveblur.devices import resolve_device
 from adaptiveblur.errors import OutputImageError
 from adaptiveblur.ops.blur import ProgressCallback
 from adaptiveblur.render import (
@@ -66,12 +65,9 @@ class FileBlur:
         self.sigma_source = sigma_source
         self._map_sigma = functools.lru_cache(maxsize=4)(self._sigma_from_map)
 
-    def __getstate__(self) -> dict[str, object]:
+    def __reduce__(self) -> tuple[object, ...]:
         # Worker processes get the settings and the decoded map, not this process's cache.
-        return {"settings": self.settings, "options": self.options, "map": self.sigma_source}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__init__(state["settings"], state["options"], state["map"])  # type: ignore[misc, arg-type]
+        return (FileBlur, (self.settings, self.options, self.sigma_source))
 
     @classmethod
     def open(cls, settings: BlurSettings, options: FileOptions) -> FileBlur:

@@ -7,6 +7,7 @@ them from its options and the library functions take them whole.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from adaptiveblur import io
 from adaptiveblur.borders import DEFAULT_BORDER
@@ -46,6 +47,16 @@ class BlurSettings:
         """Raise :class:`InvalidParameterError` for any bad value, before any work is done."""
         check_mapping(self.min_sigma, self.max_sigma, self.gamma)
         check_blur_options(self.truncate, self.border, self.max_memory)
+
+    def blur_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`adaptiveblur.adaptive_blur` these settings fix.
+
+        Example:
+            >>> BlurSettings(max_sigma=4, border="replicate").blur_options()["border"]
+            'replicate'
+        """
+        names = ("truncate", "border", "method", "backend", "max_memory")
+        return {name: getattr(self, name) for name in names}
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,12 @@ def tile_side(bytes_per_pixel: int, max_memory: int, height: int, width: int) ->
 
 
 def plan_tiles(height: int, width: int, side: int) -> list[Tile]:
-    """Cover ``height x width`` with tiles of at most ``side x side``, row-major."""
+    """Cover ``height x width`` with tiles of at most ``side x side``, row-major.
+
+    Example:
+        >>> [(t.y0, t.y1, t.x0, t.x1) for t in plan_tiles(3, 5, 3)]
+        [(0, 3, 0, 3), (0, 3, 3, 5)]
+    """
     if height < 1 or width < 1 or side < 1:
         raise ValueError(f"expected positive sizes, got {height}x{width} with side {side}")
     return [

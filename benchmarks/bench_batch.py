@@ -66,8 +66,8 @@ import numpy as np
 from _machine import adaptiveblur_command, cpu_model  # benchmarks/_machine.py, beside this script
 from PIL import Image
 
-from adaptiveblur.io import load_image, save_image
 from adaptiveblur.batch.workers import run_tasks
+from adaptiveblur.io import load_image, save_image
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "sample_images" / "astronaut.jpg"

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 LUMA = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709, written out here on purpose
+SCIPY_MODE = {"reflect": "mirror", "replicate": "nearest", "constant": "constant"}
 NUMPY_PAD = {"reflect": "reflect", "replicate": "edge", "constant": "constant"}
 
 
@@ -52,6 +53,31 @@ def loop_blur(
             window = padded[:, y + big - r : y + big + r + 1, x + big - r : x + big + r + 1]
             out[:, y, x] = (window * w).sum(axis=(1, 2)) / w.sum()
     return out
+
+
+def loop_blur_batch(
+    image: np.ndarray, sigma: np.ndarray, truncate: float = 3.0, border: str = "reflect"
+) -> np.ndarray:
+    """:func:`loop_blur` of ``image (B, C, H, W)`` with ``sigma (B, 1, H, W)``, item by item."""
+    return np.stack([loop_blur(image[i], sigma[i, 0], truncate, border) for i in range(len(image))])
+
+
+def scipy_blur(
+    image: np.ndarray, sigma: float, truncate: float = 3.0, border: str = "reflect"
+) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter`` of every 2-D plane of ``image (..., H, W)``, float64.
+
+    The constant-sigma promise: ``mode='mirror'`` is our ``reflect``.
+    """
+    from scipy import ndimage
+
+    image = np.asarray(image, dtype=np.float64)
+    planes = image.reshape(-1, *image.shape[-2:])
+    blurred = [
+        ndimage.gaussian_filter(plane, sigma, mode=SCIPY_MODE[border], truncate=truncate)
+        for plane in planes
+    ]
+    return np.stack(blurred).reshape(image.shape)
 
 
 def unfold_blur(image: torch.Tensor, sigma: torch.Tensor, truncate: float = 3.0) -> torch.Tensor:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image as PILImage
 
 from adaptiveblur.errors import OutputImageError
-from adaptiveblur.io import Image, load_image, png, save_image
+from adaptiveblur.io import Image, atomic, load_image, png, save_image
 from tests.helpers import image_from_values, random_values, temporaries, values_of, write
 from tests.oracle import png_chunk
 
@@ -172,3 +172,42 @@ def test_failed_rename_leaves_no_temporary(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(OutputImageError, match="permission denied"):
         save_image(Image(np.zeros((3, 3, 3), np.float32), "RGB", 8), tmp_path / "out.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temporaries_are_found_by_output_name(tmp_path: Path) -> None:
+    write(tmp_path / ".a.png.0f0f0f0f.tmp", b"killed while writing a.png")
+    write(tmp_path / ".a.png.12ab.tmp", b"and again")
+    write(tmp_path / ".b.c.png.abc123.tmp", b"a name with dots")
+    write(tmp_path / "a.png", b"not a temporary")
+    write(tmp_path / ".hidden", b"not a temporary")
+    write(tmp_path / ".x.png.NOTHEX.tmp", b"not ours")
+    found = atomic.stale_temporaries(tmp_path)
+    assert {name: sorted(paths) for name, paths in found.items()} == {
+        "a.png": sorted(str(tmp_path / n) for n in (".a.png.0f0f0f0f.tmp", ".a.png.12ab.tmp")),
+        "b.c.png": [str(tmp_path / ".b.c.png.abc123.tmp")],
+    }
+    assert atomic.stale_temporaries(tmp_path / "missing") == {}
+
+
+def test_a_killed_write_leaves_a_temporary_stale_temporaries_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The naming the writer uses is the naming the finder parses."""
+
+    def killed(src: str, dst: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "unlink", lambda path: None)  # as if killed before the clean-up
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.write_text_atomically(tmp_path / "report.json", "{}")
+    monkeypatch.undo()
+    (left,) = temporaries(tmp_path)
+    assert atomic.stale_temporaries(tmp_path) == {"report.json": [str(tmp_path / left)]}
+
+
+def test_write_text_atomically(tmp_path: Path) -> None:
+    atomic.write_text_atomically(tmp_path / "report.txt", "first")
+    atomic.write_text_atomically(tmp_path / "report.txt", "second ✓")
+    assert (tmp_path / "report.txt").read_text(encoding="utf-8") == "second ✓"
+    assert temporaries(tmp_path) == []

@@ -7,23 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
 from adaptiveblur import InvalidParameterError, adaptive_blur
 from adaptiveblur.errors import DeviceUnavailableError
-from tests.oracle import loop_blur, unfold_blur
-
-SCIPY_MODE = {"reflect": "mirror", "replicate": "nearest", "constant": "constant"}
-EXACT = 1e-5  # the promise: float32 rounding of the float64 reference
-
-
-def scipy_blur(image: np.ndarray, sigma: float, truncate: float, border: str) -> np.ndarray:
-    return np.stack(
-        [
-            ndimage.gaussian_filter(plane, sigma, mode=SCIPY_MODE[border], truncate=truncate)
-            for plane in image
-        ]
-    )
+from tests.helpers import EXACT
+from tests.oracle import loop_blur, scipy_blur, unfold_blur
 
 
 @pytest.mark.parametrize("border", ["reflect", "replicate", "constant"])
@@ -151,7 +139,7 @@ def test_tiled_equals_untiled(device, backend, rng, budget):
     sigma = torch.from_numpy(rng.uniform(0.0, 5.0, (53, 47))).float()
     whole = adaptive_blur(image, sigma, max_memory=1 << 34, device=device, backend=backend)
     tiled = adaptive_blur(image, sigma, max_memory=budget, device=device, backend=backend)
-    torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(tiled, whole, atol=EXACT, rtol=0)
 
 
 def test_tiles_are_reported(rng):
@@ -170,7 +158,7 @@ def test_constant_image_stays_constant(device, backend, rng):
     image = torch.full((3, 19, 23), value)
     sigma = torch.from_numpy(rng.uniform(0.0, 8.0, (19, 23))).float()
     out = adaptive_blur(image, sigma, device=device, backend=backend)
-    torch.testing.assert_close(out, image, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out, image, atol=EXACT, rtol=0)
 
 
 @pytest.mark.parametrize("border", ["reflect", "replicate", "constant"])
@@ -179,8 +167,8 @@ def test_output_within_input_range(rng, border):
     sigma = torch.from_numpy(rng.uniform(0.0, 5.0, (17, 29))).float()
     out = adaptive_blur(image, sigma, border=border)
     low = 0.0 if border == "constant" else float(image.min())
-    assert float(out.min()) >= low - 1e-6
-    assert float(out.max()) <= float(image.max()) + 1e-6
+    assert float(out.min()) >= low - EXACT
+    assert float(out.max()) <= float(image.max()) + EXACT
 
 
 def test_zero_sigma_is_identity_without_nan(rng):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image as PILImage
 from PIL import ImageOps, features
 
@@ -24,13 +25,13 @@ from adaptiveblur.errors import InputImageError, InvalidParameterError, OutputIm
 from adaptiveblur.io import (
     Image,
     check_output_format,
+    decode,
     format_for_path,
     load_image,
     output_bit_depth,
     png,
     save_image,
 )
-from adaptiveblur.io import decode
 from adaptiveblur.io.decode import image_from_pillow
 from tests.helpers import (
     ORIENTATION,
@@ -244,6 +245,41 @@ def test_quantisation_rounds_and_clips(tmp_path: Path, depth: int, mode: str) ->
     save_image(Image(pixels, mode, depth), tmp_path / "out.png")
     loaded = values_of(load_image(tmp_path / "out.png"))
     np.testing.assert_array_equal(loaded[0, :, 0], [1, 0, 2, 0, top, top])
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_quantise_gives_the_same_integers_on_numpy_and_torch(
+    rng: np.random.Generator, depth: int
+) -> None:
+    """One rounding rule for the file writer (numpy) and the renderer (torch)."""
+    top = 2**depth - 1
+    halves = (np.arange(0, top + 1, dtype=np.float64) + 0.5) / top  # ties after scaling
+    values = np.concatenate(
+        [rng.uniform(-0.2, 1.2, 5000), halves, [-1.0, 0.0, 1.0, 2.0, 0.5 / top, 1.5 / top]]
+    ).astype(np.float32)
+    from_numpy = abio.quantise(values, depth)
+    from_torch = abio.quantise(torch.from_numpy(values.copy()), depth)
+    assert from_numpy.dtype == np.float32 and from_torch.dtype == torch.float32
+    np.testing.assert_array_equal(from_torch.numpy(), from_numpy)
+    samples = from_numpy.astype(np.uint16)
+    np.testing.assert_array_equal(from_torch.to(torch.int32).numpy(), samples)
+    expected = np.rint(np.clip(values, 0, 1) * np.float32(top))  # half to even
+    np.testing.assert_array_equal(from_numpy, expected)
+    assert from_numpy.min() == 0 and from_numpy.max() == top
+
+
+def test_quantise_leaves_its_input_alone() -> None:
+    values = np.array([-0.5, 0.25, 1.5], np.float32)
+    abio.quantise(values, 8)
+    tensor = torch.tensor([-0.5, 0.25, 1.5])
+    abio.quantise(tensor, 8)
+    np.testing.assert_array_equal(values, [-0.5, 0.25, 1.5])
+    assert tensor.tolist() == [-0.5, 0.25, 1.5]
+
+
+def test_has_alpha() -> None:
+    assert [abio.has_alpha(mode) for mode in MODES] == [False, True, False, True]
+    assert {mode for mode in MODES if abio.has_alpha(mode)} == abio.ALPHA_MODES
 
 
 def test_nan_pixels_are_refused(tmp_path: Path) -> None:

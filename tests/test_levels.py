@@ -13,11 +13,11 @@ from adaptiveblur import adaptive_blur
 from adaptiveblur.kernels import radius_map
 from adaptiveblur.ops import levels, registry
 from adaptiveblur.ops.tile import TileInput
+from tests.helpers import EXACT
 from tests.oracle import loop_blur
 
 NAME = "levels"
 BOUND = levels.ERROR_BOUND + 2e-6  # the documented bound plus float32 rounding
-EXACT = 1e-5  # where the backend is exact (small radii, constant sigma): float32 rounding
 
 
 @pytest.fixture
@@ -145,7 +145,7 @@ def test_constant_image_stays_constant(fast_blur, rng):
     value = float(rng.random())
     image = torch.full((3, 37, 41), value)
     sigma = torch.from_numpy(rng.uniform(0.0, 16.0, (37, 41))).float()
-    torch.testing.assert_close(fast_blur(image, sigma), image, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fast_blur(image, sigma), image, atol=EXACT, rtol=0)
 
 
 def test_tiled_equals_untiled_within_bound(fast_blur, rng):
@@ -241,7 +241,7 @@ def test_fused_and_torch_small_windows_agree(fast_blur, rng, monkeypatch, dtype)
     monkeypatch.setattr(registry, "fused_exact", lambda device, dtype: None)
     plain = fast_blur(image, sigma, **options)
     assert fused.dtype == plain.dtype == dtype
-    torch.testing.assert_close(fused, plain, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fused, plain, atol=EXACT, rtol=0)
     small = radius_map(sigma) <= levels.EXACT_RADIUS
     expected = exact_blur(image.double().numpy(), sigma.numpy())
     assert max_error(fused[:, small], expected[:, small.numpy()]) <= EXACT

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
 from adaptiveblur import adaptive_blur
 from adaptiveblur.borders import read_window
@@ -24,10 +23,10 @@ from adaptiveblur.kernels import radius_map
 from adaptiveblur.ops import native
 from adaptiveblur.ops.native import build, run
 from adaptiveblur.ops.tile import TileInput
-from tests.oracle import loop_blur
+from tests.helpers import EXACT as FLOAT32_EXACT
+from tests.oracle import loop_blur_batch, scipy_blur
 
-SCIPY_MODE = {"reflect": "mirror", "replicate": "nearest", "constant": "constant"}
-EXACT = {torch.float32: 1e-5, torch.float64: 1e-12}  # float32 rounding; float64 to float64
+EXACT = {torch.float32: FLOAT32_EXACT, torch.float64: 1e-12}  # float32 rounding; float64 to float64
 CPU = torch.device("cpu")
 UNAVAILABLE = native.available(CPU)
 needs_kernel = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"native backend: {UNAVAILABLE}")
@@ -46,30 +45,6 @@ def native_blur(
 def rounded(values: np.ndarray, dtype: torch.dtype) -> np.ndarray:
     """``values`` as the backend sees them (rounded to ``dtype``), held in float64."""
     return values.astype(np.float32).astype(np.float64) if dtype == torch.float32 else values
-
-
-def scipy_blur(image: np.ndarray, sigma: float, truncate: float, border: str) -> np.ndarray:
-    """``image (B, C, H, W)`` plane by plane with scipy's constant-sigma Gaussian."""
-    return np.stack(
-        [
-            np.stack(
-                [
-                    ndimage.gaussian_filter(
-                        plane, sigma, mode=SCIPY_MODE[border], truncate=truncate
-                    )
-                    for plane in item
-                ]
-            )
-            for item in image
-        ]
-    )
-
-
-def loop_reference(
-    image: np.ndarray, sigma: np.ndarray, truncate: float, border: str
-) -> np.ndarray:
-    """``image (B, C, H, W)``, ``sigma (B, 1, H, W)`` through the float64 pixel loop."""
-    return np.stack([loop_blur(image[i], sigma[i, 0], truncate, border) for i in range(len(image))])
 
 
 @needs_kernel
@@ -111,7 +86,7 @@ def test_varying_sigma_equals_loop(rng, dtype, border, channels, height, width):
     out = native_blur(
         torch.from_numpy(image).to(dtype), torch.from_numpy(sigma).to(dtype), truncate, border
     )
-    expected = loop_reference(rounded(image, dtype), rounded(sigma, dtype), truncate, border)
+    expected = loop_blur_batch(rounded(image, dtype), rounded(sigma, dtype), truncate, border)
     np.testing.assert_allclose(out.double().numpy(), expected, atol=EXACT[dtype], rtol=0)
 
 
@@ -123,7 +98,7 @@ def test_smooth_sigma_map_equals_loop(rng):
     sigma = (2.5 + 2.0 * np.sin(xx / 7.0) * np.cos(yy / 5.0)).clip(0.0, None)[None, None]
     image = rounded(rng.random((1, 3, height, width)), torch.float32)
     out = native_blur(torch.from_numpy(image).float(), torch.from_numpy(sigma).float())
-    expected = loop_reference(image, rounded(sigma, torch.float32), 3.0, "reflect")
+    expected = loop_blur_batch(image, rounded(sigma, torch.float32), 3.0, "reflect")
     np.testing.assert_allclose(out.double().numpy(), expected, atol=EXACT[torch.float32], rtol=0)
 
 
@@ -145,7 +120,7 @@ def test_constant_image_stays_constant(rng):
     value = float(rng.random())
     image = torch.full((1, 3, 33, 47), value)
     sigma = torch.from_numpy(rng.uniform(0.0, 8.0, (1, 1, 33, 47))).float()
-    torch.testing.assert_close(native_blur(image, sigma), image, atol=1e-6, rtol=0)
+    torch.testing.assert_close(native_blur(image, sigma), image, atol=EXACT[torch.float32], rtol=0)
 
 
 @needs_kernel

@@ -26,11 +26,10 @@ from adaptiveblur.ops import reference  # noqa: E402
 from adaptiveblur.ops import triton as triton_backend  # noqa: E402
 from adaptiveblur.ops.registry import choose_backend  # noqa: E402
 from adaptiveblur.ops.tile import TileInput  # noqa: E402
-from tests.oracle import loop_blur  # noqa: E402
+from tests.helpers import EXACT  # noqa: E402
+from tests.oracle import loop_blur_batch  # noqa: E402
 
-EXACT = 1e-5  # the promise: float32 rounding of the float64 reference
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-SCIPY_MODE = {"reflect": "mirror", "replicate": "nearest", "constant": "constant"}
 
 interpreter_only = pytest.mark.skipif(
     not INTERPRETED,
@@ -78,13 +77,6 @@ def run_tile(
     return triton_backend.gather_blur(tile, config)
 
 
-def loop_reference(image: np.ndarray, sigma: np.ndarray, border: str = "reflect") -> np.ndarray:
-    """``image (B, C, H, W)``, ``sigma (B, 1, H, W)`` float64 via the pixel-loop oracle."""
-    return np.stack(
-        [loop_blur(image[b], sigma[b, 0], border=border) for b in range(image.shape[0])]
-    )
-
-
 def random_sigma(rng: np.random.Generator, shape: tuple[int, ...], high: float) -> np.ndarray:
     sigma = rng.uniform(0.0, high, shape)
     sigma[rng.random(shape) < 0.2] = 0.0
@@ -104,7 +96,7 @@ def test_varying_sigma_equals_loop(rng, batch, channels, height, width, high):
     sigma = random_sigma(rng, (batch, 1, height, width), high)  # radii up to 9: past the image
     out = run_tile(torch.from_numpy(image), torch.from_numpy(sigma))
     np.testing.assert_allclose(
-        out.double().numpy(), loop_reference(image, sigma), atol=EXACT, rtol=0
+        out.double().numpy(), loop_blur_batch(image, sigma), atol=EXACT, rtol=0
     )
 
 
@@ -117,7 +109,7 @@ def test_small_blocks_with_mixed_radii(rng, border, paired):
     sigma[..., :4, :] = 0.0
     config = triton_backend.LaunchConfig(block_y=4, groups=1, num_warps=1, paired=paired)
     out = run_tile(torch.from_numpy(image), torch.from_numpy(sigma), border=border, config=config)
-    expected = loop_reference(image, sigma, border)
+    expected = loop_blur_batch(image, sigma, border=border)
     np.testing.assert_allclose(out.double().numpy(), expected, atol=EXACT, rtol=0)
 
 
@@ -141,7 +133,7 @@ def test_more_than_four_channels(rng):
     sigma = random_sigma(rng, (1, 1, 6, 9), 2.0)
     out = run_tile(torch.from_numpy(image), torch.from_numpy(sigma))
     np.testing.assert_allclose(
-        out.double().numpy(), loop_reference(image, sigma), atol=EXACT, rtol=0
+        out.double().numpy(), loop_blur_batch(image, sigma), atol=EXACT, rtol=0
     )
 
 
@@ -161,7 +153,7 @@ def test_strided_sigma(rng):
     sigma = torch.from_numpy(base).t()[None, None].expand(2, 1, 7, 9)
     assert not sigma.is_contiguous()
     out = run_tile(torch.from_numpy(image), sigma)
-    expected = loop_reference(image, np.ascontiguousarray(sigma.numpy()))
+    expected = loop_blur_batch(image, np.ascontiguousarray(sigma.numpy()))
     np.testing.assert_allclose(out.double().numpy(), expected, atol=EXACT, rtol=0)
 
 

@@ -136,7 +136,12 @@ def plan(
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """``"K/N"`` (1 <= K <= N) to ``(K, N)``."""
+    """``"K/N"`` (1 <= K <= N) to ``(K, N)``.
+
+    Example:
+        >>> parse_shard("2/8")
+        (2, 8)
+    """
     try:
         index_text, count_text = text.split("/")
         index, count = int(index_text), int(count_text)

@@ -30,6 +30,7 @@ try:  # typer >= 0.22 carries its own copy of click
 except ImportError:  # older typer on top of click
     from click import ClickException as _CommandLineError  # type: ignore[no-redef]
 
+
 def _exit_codes() -> str:
     """The exit codes and their meanings, as one help paragraph."""
     listed = ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())

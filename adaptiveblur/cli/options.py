@@ -56,14 +56,8 @@ class CommonOptions:
         from adaptiveblur.settings import FileOptions
 
         limit = io.DEFAULT_MAX_PIXELS if self.max_pixels is None else (self.max_pixels or None)
-        return FileOptions(
-            map_path=self.map_path,
-            resize_map=self.resize_map,
-            output_format=self.output_format,
-            quality=self.quality,
-            overwrite=overwrite,
-            max_pixels=limit,
-        )
+        values = asdict(self) | {"overwrite": overwrite, "max_pixels": limit}
+        return FileOptions(**{field.name: values[field.name] for field in fields(FileOptions)})
 
 
 def _option(name: str, annotation: Any, default: Any, *flags: str, help: str) -> inspect.Parameter:
@@ -192,6 +186,10 @@ def parse_bytes(text: str | None) -> int | None:
 
     Raises:
         InvalidParameterError: not a positive size.
+
+    Example:
+        >>> parse_bytes("512M"), parse_bytes("1.5k"), parse_bytes("4096")
+        (536870912, 1536, 4096)
     """
     if text is None:
         return None

@@ -107,6 +107,11 @@ def quantise(values: Any, bit_depth: int) -> Any:
     Works on numpy arrays and torch tensors alike (only ``clip``, ``*`` and ``round``), so
     samples rounded on a GPU are the ones saving would round here. Returns rounded floats
     in ``[0, MAX_VALUE[bit_depth]]``; the caller casts them to :data:`SAMPLE_TYPES`.
+
+    Example:
+        >>> import numpy as np
+        >>> quantise(np.array([-0.1, 0.5 / 255, 1.5 / 255, 0.5, 2.0], dtype=np.float32), 8)
+        array([  0.,   0.,   2., 128., 255.], dtype=float32)
     """
     return (values.clip(0.0, 1.0) * float(MAX_VALUE[bit_depth])).round()
 
