@@ -615,7 +615,7 @@ def test_run_help_shows_options_examples_and_exit_codes(capsys):
         "Examples:",
         "adaptiveblur run photo.jpg",
         "cat in.png | adaptiveblur run - - --max-sigma 3 --format png",
-        "130 interrupted",
+        "Exit codes:",
     ):
         assert text in out
     assert cli(capsys, "run", "-h")[1] == out
@@ -664,3 +664,14 @@ def test_python_m_version(tmp_path):
         f"adaptiveblur {__version__}\n",
         b"",
     )
+
+
+@pytest.mark.parametrize("command", ["run", "batch"])
+def test_help_lists_every_exit_code_from_errors(capsys, command):
+    from adaptiveblur.errors import EXIT_CODE_MEANINGS
+
+    code, out, _ = cli(capsys, command, "--help")
+    assert code == 0
+    listed = " ".join(out.split())  # the paragraph is wrapped
+    for exit_code, meaning in EXIT_CODE_MEANINGS.items():
+        assert f"{exit_code} {meaning}" in listed

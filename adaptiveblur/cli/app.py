@@ -7,6 +7,7 @@ are imported inside the commands, so ``adaptiveblur --help`` answers at once.
 from __future__ import annotations
 
 import sys
+import textwrap
 import traceback
 from collections.abc import Sequence
 
@@ -34,7 +35,7 @@ except ImportError:  # older typer on top of click
 def _exit_codes() -> str:
     """The exit codes and their meanings, as one help paragraph."""
     listed = ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
-    return f"\b\nExit codes: {listed}."
+    return "\b\n" + "\n".join(textwrap.wrap(f"Exit codes: {listed}.", 78))
 
 
 EXAMPLES = f"""\b
