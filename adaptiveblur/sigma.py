@@ -14,6 +14,7 @@ import torch
 
 from adaptiveblur.color import REC709_LUMA
 from adaptiveblur.errors import InvalidParameterError
+from adaptiveblur.io.image import has_alpha
 
 CHANNELS = ("luminance", "mean", "red", "green", "blue", "alpha")
 DEFAULT_CHANNEL = "luminance"
@@ -39,9 +40,8 @@ def intensity(pixels: torch.Tensor, mode: str, channel: str = DEFAULT_CHANNEL) -
         raise InvalidParameterError(
             f"expected channel to be one of {', '.join(CHANNELS)}, got {channel!r}"
         )
-    has_alpha = mode.endswith("A")
     if channel == "alpha":
-        if not has_alpha:
+        if not has_alpha(mode):
             raise InvalidParameterError(
                 f"channel 'alpha' was asked for but the image ({mode}) has no alpha"
             )

@@ -4,6 +4,7 @@ of folders, clean-error assertions and temporaries. The references live in ``ora
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,20 @@ def run_subprocess(
         env=subprocess_env(),
         **kwargs,  # type: ignore[call-overload]
     )
+
+
+def assert_interrupted(process: subprocess.Popen[bytes]) -> str:
+    """Send Ctrl-C to a running command: it must exit 130 with one clean line; returns stderr."""
+    try:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=SUBPROCESS_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    text = err.decode()
+    assert process.returncode == 130, text
+    assert out == b""
+    assert f"{PREFIX} interrupted" in text
+    assert "Traceback" not in text
+    return text

@@ -1,9 +1,5 @@
 """adaptiveblur.io: decoding every mode, round trips through every format, EXIF and ICC,
 rounding, input errors and output formats (the PNG codec: test_png.py; writes: test_atomic.py).
-
-The 16-bit PNG reader is checked against PNGs built here by a plain per-byte filter encoder
-(one Python loop, no vectorisation), and those PNGs are first checked against pillow's
-8-bit reduction, so the reference does not depend on the code under test.
 """
 
 from __future__ import annotations

@@ -262,4 +262,4 @@ def test_cuda_equals_cpu(fast_blur, rng):
     cpu = fast_blur(image, sigma)
     gpu = fast_blur(image.cuda(), sigma.cuda())
     assert gpu.is_cuda
-    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=0)
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=EXACT, rtol=0)
