@@ -93,23 +93,21 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def parse_floats(text: str) -> list[float]:
     """A comma list of positive finite numbers (sigmas); raises ``ArgumentTypeError``."""
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {text!r}") from None
-    if not values or any(not 0 < value < float("inf") for value in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return values
+    return _positive_list(text, float, "numbers")
 
 
 def parse_ints(text: str) -> list[int]:
     """A comma list of positive integers (``--jobs``, ``--processes``)."""
+    return _positive_list(text, int, "integers")
+
+
+def _positive_list(text: str, convert: Callable[[str], Any], kind: str) -> list[Any]:
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        values = [convert(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a comma list of {kind}, got {text!r}") from None
+    if not values or any(not 0 < value < float("inf") for value in values):
+        raise argparse.ArgumentTypeError(f"expected positive {kind}, got {text!r}")
     return values
 
 
@@ -146,25 +144,24 @@ def measure(
     On a CUDA ``device`` every run starts and ends with a synchronisation, so the wall time
     is the work's, not its queueing.
     """
-    synchronize = _synchronizer(device)
     result = call() if warm_up else None
     walls, cpus = [], []
     for _ in range(runs):
-        synchronize()
+        synchronize(device)
         wall, cpu = time.perf_counter(), time.process_time()
         result = call()
-        synchronize()
+        synchronize(device)
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     return Timing(statistics.median(walls), min(walls), statistics.median(cpus), result)
 
 
-def _synchronizer(device: torch.device | str | None) -> Callable[[], None]:
-    if device is None or not str(device).startswith("cuda"):
-        return lambda: None
-    import torch
+def synchronize(device: torch.device | str | None) -> None:
+    """Wait for the work queued on a CUDA ``device``; nothing on other devices."""
+    if device is not None and str(device).startswith("cuda"):
+        import torch
 
-    return lambda: torch.cuda.synchronize(device)
+        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------- the float64 reference
@@ -209,7 +206,9 @@ def exact_float64(
     )
     # The halo's own sigma is never read: only the crop's pixels are kept.
     padded_sigma = F.pad(sigma.double(), (halo, halo, halo, halo))
-    out = adaptive_blur(window, padded_sigma, backend=backend)[..., halo:-halo or None, halo:-halo or None]
+    out = adaptive_blur(window, padded_sigma, backend=backend)[
+        ..., halo : -halo or None, halo : -halo or None
+    ]
     return out[0] if image.dim() == 3 else out
 
 

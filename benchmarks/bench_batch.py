@@ -30,13 +30,11 @@ whole-process walls are noisy when start-up is several seconds (a GPU host); thi
 to the same alternation; ``--each-size K`` gives every K images a size of their own (K = 2 or 3:
 sizes recorded and hardly replayed, the graphs' worst case).
 
-``--backend``, ``--method`` and ``--device`` are passed to the command. ``--register
-NAME=MODULE[@DEVICES]`` previews a backend that ``adaptiveblur/ops/registry.py`` does not list
-yet: the command then runs as ``python -c <register, then cli.main>`` instead of the console
-script (same code path otherwise). Prints one table on stdout; progress goes to stderr.
+``--backend``, ``--method`` and ``--device`` are passed to the command. Prints one table on
+stdout; progress goes to stderr.
 
     python benchmarks/bench_batch.py
-    python benchmarks/bench_batch.py --register native=adaptiveblur.ops.native@cpu --backend native
+    python benchmarks/bench_batch.py --backend native
     python benchmarks/bench_batch.py --device cuda --jobs 2,4,8
     python benchmarks/bench_batch.py --steady --device cuda --count 384 --jobs 8,16 --processes 1,2,4
     python benchmarks/bench_batch.py --steady --device cuda --count 384 --jobs 16 --without-graphs
@@ -49,8 +47,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -63,35 +59,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from _machine import adaptiveblur_command, cpu_model  # benchmarks/_machine.py, beside this script
+from _common import (  # benchmarks/_common.py, beside this script
+    PHOTO,
+    adaptiveblur_command,
+    load_photo,
+    log,
+    machine_line,
+    parse_ints,
+    parsed,
+)
 from PIL import Image
 
 from adaptiveblur.batch.workers import run_tasks
 from adaptiveblur.io import load_image, save_image
 
-ROOT = Path(__file__).resolve().parents[1]
-PHOTO = ROOT / "sample_images" / "astronaut.jpg"
 SIDE = 1000
 TARGET_PER_IMAGE_S = 0.3  # on the 2-core CPU
 TARGET_CODEC_RATIO = 0.9  # on a GPU host
-
-# Runs the CLI after adding a backend to the registry, for backends not integrated yet.
-_REGISTERING = """\
-import sys
-from adaptiveblur.ops import registry as backends
-name, module, devices = sys.argv[1:4]
-if name not in backends.BACKEND_NAMES:
-    entry = backends.Backend(name, "exact", frozenset(devices.split(",")), module)
-    registry = vars(backends)
-    registry["BACKENDS"] = (entry, *backends.BACKENDS)
-    registry["BACKEND_NAMES"] = (*backends.BACKEND_NAMES, name)
-from adaptiveblur.cli import main
-sys.exit(main(sys.argv[4:]))
-"""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def make_images(folder: Path, count: int, seed: int, each_size: int = 0) -> list[Path]:
@@ -103,17 +87,16 @@ def make_images(folder: Path, count: int, seed: int, each_size: int = 0) -> list
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    with Image.open(PHOTO) as source:
-        photo = source.convert("RGB")
+    photo = load_photo()
     width, height = photo.size
     for index in range(count):
         margin = int(0.06 * min(width, height))
         left, top = (int(value) for value in rng.integers(0, margin + 1, 2))
         right = width - int(rng.integers(0, margin + 1))
         bottom = height - int(rng.integers(0, margin + 1))
-        height = SIDE - index // each_size if each_size > 0 else SIDE
+        side_y = SIDE - index // each_size if each_size > 0 else SIDE
         picture = photo.crop((left, top, right, bottom)).resize(
-            (SIDE, height), Image.Resampling.BICUBIC
+            (SIDE, side_y), Image.Resampling.BICUBIC
         )
         if rng.random() < 0.5:
             picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -132,18 +115,7 @@ def make_images(folder: Path, count: int, seed: int, each_size: int = 0) -> list
     return paths
 
 
-def command_prefix(register: str | None) -> list[str]:
-    """How to start the CLI: the console script, or the registering wrapper."""
-    if register:
-        name, _, rest = register.partition("=")
-        module, _, devices = rest.partition("@")
-        if not name or not module:
-            sys.exit(f"expected --register NAME=MODULE[@DEVICES], got {register!r}")
-        return [sys.executable, "-c", _REGISTERING, name, module, devices or "cpu,cuda"]
-    return adaptiveblur_command()
-
-
-def run_batch(
+def timed_batch(
     prefix: list[str], source: Path, out: Path, report: Path, jobs: int, extra: list[str]
 ) -> tuple[float, dict]:
     """Wall seconds of one ``adaptiveblur batch`` over ``source`` into a fresh ``out``."""
@@ -178,25 +150,6 @@ def codec_seconds(paths: list[Path], out: Path, jobs: int) -> float:
     return time.perf_counter() - started
 
 
-def machine(device: str) -> str:
-    model = cpu_model()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    text = f"{model}, {os.cpu_count()} logical CPUs ({usable} usable), load average {load:.2f}"
-    if device.startswith("cuda"):
-        try:
-            gpus = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            text += f"; GPU: {', '.join(gpus.splitlines())}"
-        except (OSError, subprocess.CalledProcessError):
-            text += "; GPU: (nvidia-smi not available)"
-    return text
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -207,7 +160,6 @@ def main() -> None:
     parser.add_argument("--backend", help="passed to adaptiveblur batch")
     parser.add_argument("--method", help="passed to adaptiveblur batch")
     parser.add_argument("--device", help="passed to adaptiveblur batch")
-    parser.add_argument("--register", help="NAME=MODULE[@DEVICES]: preview a backend (see above)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (median)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="keep images and outputs here (default: a temp dir)")
@@ -228,17 +180,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.steady:
-        run_steady(args)
+        run_steady(args, parser)
         return
     if args.count < 2:
         sys.exit("expected --count >= 2 (the per-image cost needs N and 1)")
-    job_values = [int(value) for value in args.jobs.split(",") if value.strip()]
+    job_values = parsed(parser, parse_ints, args.jobs)
 
     extra = ["--max-sigma", args.max_sigma]
     for option in ("backend", "method", "device"):
         if getattr(args, option) is not None:
             extra += [f"--{option}", getattr(args, option)]
-    prefix = command_prefix(args.register)
+    prefix = adaptiveblur_command()
     temporary = None if args.workdir else tempfile.TemporaryDirectory(prefix="bench_batch-")
     work = Path(args.workdir or temporary.name)  # type: ignore[union-attr]
     try:
@@ -255,14 +207,16 @@ def main() -> None:
             walls_n, walls_1, rates, codecs = [], [], [], []
             for attempt in range(args.repeat):
                 log(f"jobs {jobs}, run {attempt + 1}/{args.repeat}: batch of {args.count} ...")
-                wall, summary = run_batch(
+                wall, summary = timed_batch(
                     prefix, work / "in", work / "out", work / "report.json", jobs, extra
                 )
                 walls_n.append(wall)
                 rates.append(summary["images_per_second"])
                 log(f"  {wall:.2f} s; batch of 1 ...")
                 walls_1.append(
-                    run_batch(prefix, single, work / "out1", work / "report1.json", jobs, extra)[0]
+                    timed_batch(prefix, single, work / "out1", work / "report1.json", jobs, extra)[
+                        0
+                    ]
                 )
                 log(f"  {walls_1[-1]:.2f} s; decode + encode alone ...")
                 codecs.append(codec_seconds(paths, work / "codec", jobs))
@@ -276,13 +230,8 @@ def main() -> None:
 
     device = args.device or "auto"
     shown = ["adaptiveblur", "batch", "IN", "OUT", "--jobs", "J", "--quiet", "--report", "R.json"]
-    print(f"machine: {machine(device)}")
-    started_as = (
-        f"{prefix[0]} -c <register {args.register}, then adaptiveblur.cli.main>"
-        if args.register
-        else shlex.join(prefix)
-    )
-    print(f"python {platform.python_version()}; the command runs as: {started_as}")
+    print(f"machine: {machine_line(device)}")
+    print(f"the command runs as: {shlex.join(prefix)}")
     print(f"command: {shlex.join([*shown, *extra])}")
     print(
         f"images: {args.count} x {SIDE}x{SIDE} RGB from {PHOTO.name} "
@@ -310,7 +259,7 @@ def main() -> None:
     )
 
 
-def run_steady(args: argparse.Namespace) -> None:
+def run_steady(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Steady-state images/s of run_batch and of decode + encode alone, alternately."""
     from adaptiveblur.batch import Task, spread_devices
     from adaptiveblur.batch.runner import run_batch
@@ -323,7 +272,8 @@ def run_steady(args: argparse.Namespace) -> None:
         device=args.device or "auto",
     )
     devices = spread_devices(settings.device)
-    process_values = [int(value) for value in args.processes.split(",") if value.strip()]
+    job_values = parsed(parser, parse_ints, args.jobs)
+    process_values = parsed(parser, parse_ints, args.processes)
     with tempfile.TemporaryDirectory(prefix="bench_batch-") as folder:
         work = Path(args.workdir or folder)
         log(f"making {args.count} images in {work / 'in'} ...")
@@ -363,8 +313,8 @@ def run_steady(args: argparse.Namespace) -> None:
             )
             return clock.rates(jobs)
 
-        batch_rates(max(job_values_of(args)), 1, paths[: min(len(paths), 16)])  # warm-up
-        print(f"machine: {machine(args.device or 'auto')}")
+        batch_rates(max(job_values), 1, paths[: min(len(paths), 16)])  # warm-up
+        print(f"machine: {machine_line(args.device or 'auto')}")
         print(
             f"devices {devices}; max σ {args.max_sigma}; {args.count} images "
             f"({SIDE}x{SIDE}, half PNG, half JPEG"
@@ -385,7 +335,7 @@ def run_steady(args: argparse.Namespace) -> None:
         print(header)
         print("-" * len(header))
         best_batch = best_codec = 0.0
-        for jobs in job_values_of(args):
+        for jobs in job_values:
             for processes in process_values:
                 batches, codecs, plain = [], [], []
                 for _ in range(args.repeat):
@@ -437,10 +387,6 @@ def codec_worker(out: str) -> Callable[[Path], None]:
 
 def codec_one(out: str, path: Path) -> None:
     save_image(load_image(str(path), integers=True), str(Path(out) / path.name), quality=95)
-
-
-def job_values_of(args: argparse.Namespace) -> list[int]:
-    return [int(value) for value in args.jobs.split(",") if value.strip()]
 
 
 if __name__ == "__main__":

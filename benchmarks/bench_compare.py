@@ -7,16 +7,18 @@ peak resident memory of the child, from ``os.wait4``'s ``ru_maxrss``), on a natu
 folder) at each ``--sizes`` and ``--sigmas`` (``sigma = max_sigma * Rec. 709 luma``):
 
 * ``adaptiveblur run IN OUT --max-sigma S --quiet --device cpu --backend native`` (exact),
-* ``adaptiveblur ... --method fast`` when ``adaptiveblur.ops.registry.BACKENDS`` lists a
-  backend of method ``fast`` (otherwise the row is left out, and the notes say so),
-* ``adaptiveblur ... --backend reference`` (the plain unfold path) where its estimated time
-  per run is under ``--reference-limit`` seconds (at the defaults: 1 MP, sigma <= 4), else
-  ``skipped (est. ...)``,
+* ``adaptiveblur ... --method fast`` (the levels backend),
+* ``adaptiveblur ... --backend reference`` (the plain unfold path) on images up to
+  ``--reference-max-mp`` megapixels and max-sigmas up to ``--reference-max-sigma`` (default
+  1 MP, sigma <= 4), else ``skipped (est. ...)``,
 * ImageMagick: ``convert IN ( IN -colorspace gray ) -compose blur -define compose:args=S
   -composite OUT`` (``magick`` when present, else the first ``convert`` on PATH that is a
-  compiled program whose ``-version`` says ImageMagick),
+  compiled program whose ``-version`` line is ``Version: ImageMagick ...``),
 * GEGL: ``gegl IN -o OUT -- gegl:variable-blur radius=S aux=[ gegl:load path=GRAY ]``, with
   GRAY the input's Rec. 709 luma saved as an 8-bit PNG beforehand (not timed).
+
+Without ImageMagick, or without a ``gegl`` that runs ``gegl:variable-blur``, their rows are left
+out (the report says "not found").
 
 G'MIC is not a row: its command set (2.9.x) has no Gaussian blur whose size varies with a map
 (``fx_blur_dof`` varies it with a geometric focus region, not an image).
@@ -67,19 +69,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import adaptiveblur_command, cpu_model  # benchmarks/_machine.py, beside this script
+from _common import (  # benchmarks/_common.py, beside this script
+    adaptiveblur_command,
+    cpu_line,
+    load_photo,
+    log,
+    measure,
+    parse_floats,
+    parse_sizes,
+    parsed,
+)
 from PIL import Image
 
 import adaptiveblur
 from adaptiveblur import adaptive_blur, io
+from adaptiveblur.color import REC709_LUMA
 from adaptiveblur.kernels import DEFAULT_TRUNCATE, radius_for
-from adaptiveblur.ops import registry
 from adaptiveblur.render import blur_image, sigma_map_for
 from adaptiveblur.settings import BlurSettings
 
-ROOT = Path(__file__).resolve().parents[1]
-PHOTO = ROOT / "sample_images" / "astronaut.jpg"
-REC709 = (0.2126, 0.7152, 0.0722)
 LARGE_PIXELS = 4_000_000  # images at least this big use --repeat-large
 # Prior for the reference backend before it has been timed here: ~12 s per MP at sigma 4.
 REFERENCE_SECONDS_PER_MP_AT_4 = 12.0
@@ -122,13 +130,13 @@ def is_script(path: str) -> bool:
 
 
 def find_imagemagick() -> tuple[list[str] | None, str]:
-    """``magick`` when present, else a compiled ``convert`` whose ``-version`` says ImageMagick.
+    """``magick`` when present, else a compiled ``convert`` whose ``-version`` is ImageMagick's.
 
     Scripts named ``convert`` (stand-ins, wrappers) are passed over: even one that forwards
     to the real program adds an interpreter's start-up to every timing.
     """
     magick = shutil.which("magick")
-    if magick and "ImageMagick" in first_line([magick, "-version"]):
+    if magick and is_imagemagick(first_line([magick, "-version"])):
         return [magick], first_line([magick, "-version"])
     seen: set[str] = set()
     scripts: list[str] = []
@@ -144,13 +152,21 @@ def find_imagemagick() -> tuple[list[str] | None, str]:
             scripts.append(candidate)
             continue
         version = first_line([candidate, "-version"])
-        if "ImageMagick" in version:
+        if is_imagemagick(version):
             return [candidate], version
     for candidate in scripts:  # only a script is left: use it, but say so
         version = first_line([candidate, "-version"])
-        if "ImageMagick" in version:
+        if is_imagemagick(version):
             return [candidate], f"{version} (through the script {candidate})"
     return None, "not found"
+
+
+def is_imagemagick(version: str) -> bool:
+    """Whether a ``-version`` line is ImageMagick's own (``Version: ImageMagick 6.9...``).
+
+    Not merely one that names it: a stand-in that says ImageMagick is missing is passed over.
+    """
+    return version.startswith("Version: ImageMagick")
 
 
 def gegl_command(
@@ -189,10 +205,6 @@ def package_version(name: str) -> str:
         ["dpkg-query", "-W", "-f=${Version}", name], capture_output=True, text=True
     )
     return f"{name} {done.stdout.strip()}" if done.returncode == 0 and done.stdout else ""
-
-
-def fast_registered() -> bool:
-    return any(backend.method == "fast" for backend in registry.BACKENDS)
 
 
 # ---------------------------------------------------------------- measuring
@@ -242,7 +254,7 @@ def run_once(command: list[str], cwd: Path) -> tuple[float, float, float]:
     return usage["wall"], usage["cpu"], usage["maxrss_kib"] / 1024
 
 
-def measure(command: list[str], cwd: Path, repeat: int) -> Run:
+def measure_command(command: list[str], cwd: Path, repeat: int) -> Run:
     results = [run_once(command, cwd) for _ in range(repeat)]
     return Run(
         wall=statistics.median(r[0] for r in results),
@@ -257,15 +269,10 @@ _WARMED: set[str] = set()
 
 def time_in_process(key: str, call: Callable[[], object], repeat: int) -> float:
     """Median wall seconds of ``call``; its first use in this process is a warm-up, not timed."""
-    if key not in _WARMED:  # one-time costs: loading the native kernel, thread pools
-        call()
-        _WARMED.add(key)
-    walls = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        walls.append(time.perf_counter() - started)
-    return statistics.median(walls)
+    # One-time costs: loading the native kernel, thread pools.
+    warm_up = key not in _WARMED
+    _WARMED.add(key)
+    return measure(call, repeat, warm_up=warm_up).wall
 
 
 def decode(path: Path) -> np.ndarray:
@@ -385,24 +392,9 @@ def ratio_table(rows: list[Row], ours: Sequence[str], theirs: Sequence[str]) -> 
 # ---------------------------------------------------------------- main
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    try:
-        size = int(width), int(height)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    if min(size) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
-    return size
-
-
 def size_label(width: int, height: int) -> str:
     megapixels = width * height / 1e6
     return f"{megapixels:.3g} MP ({width}×{height})"
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def main() -> None:
@@ -444,10 +436,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.sigmas = "1000x1000", "4"
-    sizes = [parse_size(text) for text in args.sizes.split(",") if text.strip()]
-    sigmas = [float(text) for text in args.sigmas.split(",") if text.strip()]
-    if any(not math.isfinite(s) or s <= 0 for s in sigmas):
-        parser.error("expected positive max-sigmas")
+    sizes = parsed(parser, parse_sizes, args.sizes)
+    sigmas = parsed(parser, parse_floats, args.sigmas)
     repeat_large = args.repeat if args.repeat_large is None else args.repeat_large
     if min(args.repeat, repeat_large, args.repeat_reference) < 1:
         parser.error("expected at least one run per row")
@@ -482,9 +472,7 @@ def benchmark(
     ab = adaptiveblur_command()
     magick, magick_version = find_imagemagick()
     gegl, gegl_prefix, gegl_version = check_gegl(folder)
-    with_fast = fast_registered()
     log(f"adaptiveblur: {shlex.join(ab)}; ImageMagick: {magick_version}; GEGL: {gegl_version}")
-    log(f"fast backend registered: {with_fast}")
 
     # Warm-up: builds (or loads) the native kernel, and pulls the programs into the page cache.
     Image.new("RGB", (64, 64), (90, 160, 220)).save(folder / "warm.png")
@@ -492,10 +480,7 @@ def benchmark(
               "--device", "cpu", "--backend", "native"], folder)  # fmt: skip
 
     report = Report()
-    tools = ["adaptiveblur exact (native)"]
-    if with_fast:
-        tools.append("adaptiveblur fast")
-    tools.append("adaptiveblur reference (unfold)")
+    tools = ["adaptiveblur exact (native)", "adaptiveblur fast", "adaptiveblur reference (unfold)"]
     if magick:
         tools.append("ImageMagick")
     if gegl:
@@ -503,7 +488,7 @@ def benchmark(
     reference_rate: float | None = None  # measured seconds per (MP x window pixel)
     skipped: list[Row] = []
 
-    photo = Image.open(PHOTO).convert("RGB")
+    photo = load_photo()
     for width, height in sizes:
         label = size_label(width, height)
         repeat = repeat_large if width * height >= LARGE_PIXELS else args.repeat
@@ -511,7 +496,7 @@ def benchmark(
         gray_name = f"gray-{width}x{height}.png"
         photo.resize((width, height), Image.Resampling.BICUBIC).save(folder / name)
         image = io.load_image(str(folder / name))
-        luma = np.clip(image.pixels[..., :3].astype(np.float64) @ np.array(REC709), 0.0, 1.0)
+        luma = np.clip(image.pixels[..., :3].astype(np.float64) @ np.array(REC709_LUMA), 0.0, 1.0)
         Image.fromarray(np.rint(luma * 255).astype(np.uint8), "L").save(folder / gray_name)
         gray = io.load_image(str(folder / gray_name))
         tensor = torch.from_numpy(np.ascontiguousarray(image.pixels.transpose(2, 0, 1)))
@@ -551,7 +536,7 @@ def benchmark(
                 (folder / out_name).unlink(missing_ok=True)
                 log(f"  {tool}")
                 row.load = os.getloadavg()[0]
-                row.run = measure(command, folder, runs)
+                row.run = measure_command(command, folder, runs)
                 if tool.startswith("adaptiveblur reference"):
                     reference_rate = row.run.wall / (megapixels * window_area(sigma))
                 row.against = "g" if tool == "GEGL" else "i" if tool == "ImageMagick" else "a"
@@ -585,8 +570,7 @@ def benchmark(
     elapsed = time.perf_counter() - started
     load_after = os.getloadavg()
     return render(
-        report, args, sizes, sigmas, repeat_large, tools, with_fast,
-        magick_version, gegl_version, reference_rate is not None, load_before, load_after,
+        report, args, sizes, sigmas, repeat_large, tools, magick_version, gegl_version, reference_rate is not None, load_before, load_after,
         elapsed,
     )  # fmt: skip
 
@@ -598,7 +582,6 @@ def render(
     sigmas: list[float],
     repeat_large: int,
     tools: list[str],
-    with_fast: bool,
     magick_version: str,
     gegl_version: str,
     reference_measured: bool,
@@ -609,14 +592,11 @@ def render(
     def loads(values: tuple[float, float, float]) -> str:
         return " ".join(f"{value:.2f}" for value in values)
 
-    cores = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     out = ["# adaptiveblur vs ImageMagick and GEGL (benchmarks/bench_compare.py)", ""]
     out.append(f"Command: `python benchmarks/bench_compare.py {shlex.join(sys.argv[1:])}`".rstrip())
     out.append("")
     out.append(
-        f"Machine: {cpu_model()}, {cores} logical CPUs ({usable} usable), "
-        f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
+        f"Machine: {cpu_line()}, {platform.system()} {platform.release()}; Python {platform.python_version()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"adaptiveblur {adaptiveblur.__version__}; ImageMagick: {magick_version}; "
         f"GEGL: {gegl_version}. Load average (1, 5, 15 min) before: {loads(load_before)}, "
@@ -674,11 +654,6 @@ def render(
         "G'MIC is not a row: its command set (2.9.x) has no Gaussian blur whose size follows "
         "a map (fx_blur_dof varies it with a geometric focus region, not an image).",
     ]
-    if not with_fast:
-        notes.append(
-            "No backend of method 'fast' is registered in adaptiveblur.ops.registry.BACKENDS, "
-            "so the `--method fast` rows are left out (they appear once one is)."
-        )
     if "adaptiveblur reference (unfold)" in tools:
         notes.append(
             f"The reference (unfold) backend runs only up to {args.reference_max_mp:g} MP and "

@@ -2,7 +2,7 @@
 
 Three questions, one mode each (stdout is the table; progress goes to stderr):
 
-``python benchmarks/bench_levels.py`` (``--sizes``, ``--sigmas``, ``--device``, ``--repeat``)
+``python benchmarks/bench_fast.py`` (``--sizes``, ``--sigmas``, ``--device``, ``--repeat``)
     Time and accuracy on a natural photo (``sample_images/astronaut.jpg`` resized) with
     ``sigma = max_sigma * luminance`` (``--map constant``: ``max_sigma`` everywhere; ``--map
     octave``: ``max_sigma * 2**(luminance - 1)``, one octave wide): fast time (median of
@@ -40,24 +40,30 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
+from _common import (  # benchmarks/_common.py, beside this script
+    exact_float64,
+    exact_float64_backend,
+    log,
+    luma,
+    machine_line,
+    measure,
+    parse_floats,
+    parse_sizes,
+    parsed,
+    photo_tensor,
+    synchronize,
+)
 
 from adaptiveblur import adaptive_blur
 from adaptiveblur.borders import read_window
-from adaptiveblur.kernels import radius_map
-from adaptiveblur.ops import levels, reference, registry
-from adaptiveblur.ops.tile import TileInput
+from adaptiveblur.ops import levels, registry
 
 FAST_BACKEND = "levels"
-PHOTO = Path(__file__).resolve().parents[1] / "sample_images" / "astronaut.jpg"
-REC709 = (0.2126, 0.7152, 0.0722)
 SIGMA_MAPS = ("luminance", "constant", "octave")
 
 
@@ -118,18 +124,9 @@ def main() -> None:
     elif args.corpus:
         run_corpus(args.device)
     else:
-        sizes = [parse_size(size) for size in args.sizes.split(",")]
-        sigmas = [float(s) for s in args.sigmas.split(",")]
+        sizes = parsed(parser, parse_sizes, args.sizes)
+        sigmas = parsed(parser, parse_floats, args.sigmas)
         run_table(sizes, sigmas, args)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    width, height = text.lower().split("x")
-    return int(width), int(height)
-
-
-def note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- timing and accuracy on a photo ---------------------------------------------------------
@@ -138,6 +135,7 @@ def note(message: str) -> None:
 def run_table(sizes: list[tuple[int, int]], sigmas: list[float], args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     exact_name = exact_backend_name(device)
+    print(f"machine: {machine_line(args.device)}")
     print(
         f"device {device} ({device_name(device)}), torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
@@ -145,7 +143,7 @@ def run_table(sizes: list[tuple[int, int]], sigmas: list[float], args: argparse.
         f"fast = backend {FAST_BACKEND!r}; exact time = backend {exact_name!r}; accuracy on a centre crop"
     )
     print(
-        f"of {args.crop}x{args.crop} against float64 {reference_name()}; median of {args.repeat} runs"
+        f"of {args.crop}x{args.crop} against float64 {exact_float64_backend()}; median of {args.repeat} runs"
     )
     print(f"sigma map: {args.map}; {levels.LEVELS_PER_OCTAVE} levels per octave")
     header = (
@@ -155,26 +153,27 @@ def run_table(sizes: list[tuple[int, int]], sigmas: list[float], args: argparse.
     print(header)
     print("-" * len(header))
     for width, height in sizes:
-        image = photo(width, height).to(device)
-        luminance = (image * torch.tensor(REC709, device=device)[:, None, None]).sum(0)
+        image = photo_tensor(width, height).to(device)
+        luminance = luma(image)
         times: dict[float, float] = {}
         for max_sigma in sigmas:
             sigma = sigma_map(args.map, max_sigma, luminance)
-            note(f"{width}x{height} max sigma {max_sigma:g}: fast")
-            out, times[max_sigma] = timed(
+            log(f"{width}x{height} max sigma {max_sigma:g}: fast")
+            timing = measure(
                 functools.partial(adaptive_blur, image, sigma, method="fast", backend=FAST_BACKEND),
                 args.repeat,
-                device,
+                device=device,
             )
+            out, times[max_sigma] = timing.result, timing.wall
             memory = peak_memory(image, sigma, device)
             exact_text, speedup, accuracy = "-", "-", ("-", "-", "-")
             if not args.no_exact:
-                note("  exact timing")
+                log("  exact timing")
                 exact_seconds, estimated = exact_time(image, sigma, args.exact_seconds, device)
                 exact_text = f"{'~' if estimated else ''}{exact_seconds:.2f}"
                 speedup = f"{exact_seconds / times[max_sigma]:.1f}x"
                 if args.crop > 0:
-                    note("  accuracy")
+                    log("  accuracy")
                     accuracy = crop_accuracy(image, sigma, out, args.crop)
             print(
                 f"{width:>5}x{height:<5} {max_sigma:>6g} {times[max_sigma]:>8.3f} {exact_text:>9} "
@@ -252,39 +251,6 @@ def peak_memory(image: torch.Tensor, sigma: torch.Tensor, device: torch.device) 
     return f"{peak / 2**20:.0f}"
 
 
-def photo(width: int, height: int) -> torch.Tensor:
-    """``(3, H, W)`` float32 in [0, 1]: the sample photo resized (bicubic)."""
-    from PIL import Image
-
-    with Image.open(PHOTO) as source:
-        resized = source.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
-    return (
-        torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0)
-        .permute(2, 0, 1)
-        .contiguous()
-    )
-
-
-def timed(
-    run: Callable[[], torch.Tensor], repeat: int, device: torch.device
-) -> tuple[torch.Tensor, float]:
-    """The result and the median wall time of ``repeat`` runs after one warm-up."""
-    result = run()
-    seconds = []
-    for _ in range(repeat):
-        synchronize(device)
-        start = time.perf_counter()
-        result = run()
-        synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return result, statistics.median(seconds)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 
@@ -310,16 +276,16 @@ def exact_time(
         y0, x0 = (height - side_y) // 2, (width - side_x) // 2
         part = image[:, y0 : y0 + side_y, x0 : x0 + side_x]
         part_sigma = sigma[y0 : y0 + side_y, x0 : x0 + side_x]
-        _, seconds = timed(
-            functools.partial(adaptive_blur, part, part_sigma, method="exact"), 1, device
-        )
+        seconds = measure(
+            functools.partial(adaptive_blur, part, part_sigma, method="exact"), 1, device=device
+        ).wall
         estimate = seconds * (height * width) / (side_y * side_x)
         if estimate <= limit or estimate > 20 * limit or side_y * side_x == height * width:
             break
     if estimate > limit:
         return estimate, True
-    _, seconds = timed(functools.partial(adaptive_blur, image, sigma, method="exact"), 1, device)
-    return seconds, False
+    whole = functools.partial(adaptive_blur, image, sigma, method="exact")
+    return measure(whole, 1, device=device).wall, False
 
 
 def crop_accuracy(
@@ -330,7 +296,7 @@ def crop_accuracy(
     side_y, side_x = min(side, height), min(side, width)
     y0, x0 = (height - side_y) // 2, (width - side_x) // 2
     crop_sigma = sigma[y0 : y0 + side_y, x0 : x0 + side_x]
-    expected = exact_reference(image, crop_sigma, y0, x0)
+    expected = exact_float64(image.cpu(), crop_sigma.cpu(), y0, x0)
     return error_stats(out[:, y0 : y0 + side_y, x0 : x0 + side_x].double().cpu(), expected)
 
 
@@ -342,40 +308,6 @@ def error_stats(result: torch.Tensor, expected: torch.Tensor) -> tuple[str, str,
     return psnr, f"{float(error.max()) * 255:.3f}", f"{int(codes)}"
 
 
-def reference_name() -> str:
-    return "native" if native_module() is not None else "reference"
-
-
-def native_module():  # noqa: ANN201 - a module or None
-    try:
-        from adaptiveblur.ops import native
-    except ImportError:
-        return None
-    return native if native.available(torch.device("cpu")) is None else None
-
-
-def exact_reference(image: torch.Tensor, sigma: torch.Tensor, y0: int, x0: int) -> torch.Tensor:
-    """float64 exact blur of the pixels ``sigma`` covers, at ``(y0, x0)`` in ``image (C, H, W)``.
-
-    Reads the input around them from the whole image (reflect border), so the result
-    equals the whole-image blur there.
-    """
-    sigma64 = sigma.double().cpu()[None, None]
-    radius = radius_map(sigma64.float())
-    halo = int(radius.max())
-    height, width = sigma.shape
-    padded = read_window(
-        image.double().cpu()[None],
-        y0 - halo,
-        y0 + height + halo,
-        x0 - halo,
-        x0 + width + halo,
-        "reflect",
-    )
-    module = native_module() or reference
-    return module.blur_tile(TileInput(padded, sigma64, radius, halo))[0]
-
-
 # --- synthetic worst cases --------------------------------------------------------------------
 
 
@@ -383,7 +315,7 @@ def structures(size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     y, x = np.mgrid[0:size, 0:size]
     centre = size // 2
     chebyshev = np.maximum(abs(y - centre), abs(x - centre))
-    gray = photo(512, 512).mean(0).numpy()[200 : 200 + size, 220 : 220 + size]
+    gray = photo_tensor(512, 512).mean(0).numpy()[200 : 200 + size, 220 : 220 + size]
     return {
         "step": (x >= centre).astype(float),
         "diagonal": (x + 0.7 * y >= 0.85 * size).astype(float),
@@ -401,9 +333,7 @@ def structures(size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 def corpus_sigma_maps(size: int, top: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
     y, x = np.mgrid[0:size, 0:size]
-    luminance = (photo(512, 512).permute(1, 2, 0).numpy() @ np.array(REC709))[
-        100 : 100 + size, 150 : 150 + size
-    ]
+    luminance = luma(photo_tensor(512, 512)).double().numpy()[100 : 100 + size, 150 : 150 + size]
     blocks = np.kron(rng.random((size // 16 + 1, size // 16 + 1)), np.ones((16, 16)))[:size, :size]
     return {
         "luminance": top * luminance,
@@ -420,7 +350,7 @@ def run_corpus(device_name_: str) -> None:
     names = list(images)
     batch = torch.from_numpy(np.stack([images[name] for name in names])).float()[:, None]
     print(
-        f"max |fast - exact| in LSB over {size}x{size} images, float64 exact = {reference_name()}"
+        f"max |fast - exact| in LSB over {size}x{size} images, float64 exact = {exact_float64_backend()}"
     )
     print(
         f"{'max σ':>6} {'σ map':>10}  " + " ".join(f"{name:>9}" for name in names) + "   min PSNR"
@@ -429,13 +359,13 @@ def run_corpus(device_name_: str) -> None:
     for top in (2.0, 4.0, 8.0, 16.0, 32.0):
         for map_name, sigma_np in corpus_sigma_maps(size, top, rng).items():
             sigma = torch.from_numpy(sigma_np).float()
-            note(f"max sigma {top:g}, {map_name}")
+            log(f"max sigma {top:g}, {map_name}")
             out = adaptive_blur(
                 batch.to(device_name_), sigma.to(device_name_), method="fast", backend=FAST_BACKEND
             )
             errors, psnrs = [], []
             for index in range(len(names)):
-                expected = exact_reference(batch[index], sigma, 0, 0)
+                expected = exact_float64(batch[index], sigma)
                 psnr, max_lsb, _ = error_stats(out[index].double().cpu(), expected)
                 errors.append(float(max_lsb))
                 psnrs.append(float(psnr) if psnr != "inf" else math.inf)
@@ -456,7 +386,7 @@ def sweep_constant_sigmas(batch: torch.Tensor, names: list[str], device_name_: s
     worst = np.zeros(len(names))
     where: list[tuple[float, float]] = [(0.0, 0.0)] * len(names)
     for phase in (0.15, 0.5, 0.85):
-        note(f"constant-sigma sweep, grid phase {phase}")
+        log(f"constant-sigma sweep, grid phase {phase}")
         for sigma_value in np.exp(np.linspace(math.log(3.2), math.log(30.0), 48)):
             top = float(sigma_value * ratio ** (phase + (0 if phase < 0.5 else 1)))
             sigma = torch.full((size, size), float(sigma_value))
@@ -505,7 +435,7 @@ def run_bound(max_sigma: float, truncate: float) -> None:
     worst = np.zeros(len(edges) - 1)
     peaks: list[tuple[float, float, float]] = []  # (bound, sigma, top)
     sigmas = np.exp(np.linspace(math.log(lowest), math.log(max_sigma), 1500))
-    note(f"{len(sigmas)} pixel sigmas x 24 grid positions, then a finer look at the 20 worst")
+    log(f"{len(sigmas)} pixel sigmas x 24 grid positions, then a finer look at the 20 worst")
     for sigma_value in sigmas:
         for steps in (0, 1, 2):  # the top interval, the next one, the interior
             for phase in np.arange(8) / 8:

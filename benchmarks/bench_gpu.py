@@ -22,33 +22,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import (  # benchmarks/_common.py, beside this script
+    exact_float64,
+    log,
+    luma,
+    machine_line,
+    measure,
+    photo_tensor,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from adaptiveblur import adaptive_blur  # noqa: E402
-from adaptiveblur.borders import read_window  # noqa: E402
-from adaptiveblur.color import REC709_LUMA  # noqa: E402
-from adaptiveblur.kernels import radius_map  # noqa: E402
-from adaptiveblur.ops import triton as tb  # noqa: E402
-from adaptiveblur.ops.tile import TileInput  # noqa: E402
+from adaptiveblur import adaptive_blur
+from adaptiveblur.borders import read_window
+from adaptiveblur.kernels import radius_map
+from adaptiveblur.ops import triton as tb
+from adaptiveblur.ops.tile import TileInput
 
 SIZES = {"4k": (2160, 3840), "8k": (4320, 7680)}
 CASES = ("astronaut", "constant4", "random")
 # BLOCK_Y x GROUPS x WARPS, then "s" to walk the window one 4-column chunk at a time
 # (default: two), then "r" and a register cap per thread (default: the compiler's choice).
 CONFIGS = ("16x8x4", "16x16x8", "8x16x4", "4x16x2", "16x8x4s", "16x8x4r96")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def parse_config(text: str) -> tb.LaunchConfig:
@@ -64,20 +63,9 @@ def config_name(config: tb.LaunchConfig) -> str:
     return f"{config.block_y}x{config.groups}x{config.num_warps}{suffix}{cap}"
 
 
-def median_ms(fn, repeats: int) -> float:  # noqa: ANN001
-    """Median wall time of ``fn`` with device sync, for calls too slow for do_bench."""
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        stop = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall ms of ``fn`` after a warm-up, with device sync, for calls too slow for do_bench."""
+    return measure(fn, repeats, device="cuda").wall * 1e3
 
 
 def ceilings(device: torch.device) -> dict[str, float]:
@@ -98,19 +86,14 @@ def ceilings(device: torch.device) -> dict[str, float]:
 
 
 def load_image(height: int, width: int, device: torch.device) -> torch.Tensor:
-    from PIL import Image
-
-    with Image.open(ROOT / "sample_images" / "astronaut.jpg") as picture:
-        resized = picture.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
-    pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float() / 255.0
-    return pixels[None].contiguous().to(device)
+    """``(1, 3, height, width)``: the sample photo resized."""
+    return photo_tensor(width, height)[None].to(device)
 
 
 def sigma_map(case: str, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     batch, _, height, width = image.shape
     if case == "astronaut":
-        weights = torch.tensor(REC709_LUMA, device=image.device).view(1, 3, 1, 1)
-        return (4.0 * (image * weights).sum(dim=1, keepdim=True)).contiguous()
+        return (4.0 * luma(image)[:, None]).contiguous()
     if case == "constant4":
         return torch.full((batch, 1, height, width), 4.0, device=image.device)
     values = torch.rand((batch, 1, height, width), generator=generator, device=image.device)
@@ -174,7 +157,7 @@ def run_case(
         row["radius0_exact"] = bool(torch.equal(out[zero], image[zero]))
         log(f"  {size} {case}: float64 reference ...")
         start = time.perf_counter()
-        expected = adaptive_blur(image.double(), sigma.double(), backend="reference")
+        expected = exact_float64(image, sigma)
         row["max_abs_err_vs_f64_reference"] = float((out.double() - expected).abs().max())
         row["f64_reference_s"] = time.perf_counter() - start
         del expected
@@ -269,7 +252,7 @@ def main() -> None:
         profile_once(args, device)
         return
     limits = ceilings(device)
-    log(f"{torch.cuda.get_device_name()}: {limits}")
+    log(f"{machine_line('cuda')}: {limits}")
     generator = torch.Generator(device=device).manual_seed(0)
     rows: list[dict] = []
     best_4k: list[str] = []
@@ -288,6 +271,7 @@ def main() -> None:
         del image
         torch.cuda.empty_cache()
     report = {
+        "machine": machine_line("cuda"),
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "limits": limits,
@@ -295,6 +279,7 @@ def main() -> None:
     }
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1))
+    print(f"machine: {report['machine']}")
     print(table(rows, limits))
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
-import time
+
+from _common import machine_line  # benchmarks/_common.py, beside this script
 
 VARIANT = r"""
 import json, resource, sys, time
@@ -62,15 +62,12 @@ def main() -> None:
         default=["baseline", "conv-tiled", "conv-unfold", "blur-tiled", "blur-unfold"],
     )
     args = parser.parse_args()
-    print(
-        f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}"
-    )
+    print(f"machine: {machine_line()}")
     print(
         f"input: 1x{args.channels}x{args.size}x{args.size}, k = {args.kernel}; forward + backward\n"
     )
     rows = []
     for name in args.variants:
-        started = time.perf_counter()
         done = subprocess.run(
             [
                 sys.executable,
@@ -98,7 +95,6 @@ def main() -> None:
             continue
         result = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append((name, result["peak_mib"], result["seconds"], ""))
-        del started
     baseline = next((peak for name, peak, _, _ in rows if name == "baseline" and peak), 0.0)
     print(f"{'variant':<12} {'peak MiB':>10} {'added MiB':>10} {'seconds':>8}  note")
     for name, peak, seconds, note in rows:

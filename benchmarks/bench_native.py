@@ -20,62 +20,34 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
-from _machine import cpu_model  # benchmarks/_machine.py, beside this script
-from PIL import Image
+from _common import (  # benchmarks/_common.py, beside this script
+    Timing,
+    luma,
+    machine_line,
+    measure,
+    photo_tensor,
+)
 
 from adaptiveblur import adaptive_blur
 from adaptiveblur.borders import read_window
-from adaptiveblur.color import REC709_LUMA
 from adaptiveblur.kernels import DEFAULT_TRUNCATE, radius_map
 from adaptiveblur.ops import native
 from adaptiveblur.ops.tile import TileInput
 
-ROOT = Path(__file__).resolve().parents[1]
-PHOTO = ROOT / "sample_images" / "astronaut.jpg"
-
-
-@dataclass
-class Timing:
-    wall: float  # median seconds
-    best: float  # fastest run, seconds (the least disturbed by other work on the machine)
-    cpu: float  # median process CPU seconds (all threads)
-
-
-def measure(run: Callable[[], object], runs: int) -> Timing:
-    run()  # warm-up: first touch of buffers, thread pool start
-    walls, cpus = [], []
-    for _ in range(runs):
-        wall, cpu = time.perf_counter(), time.process_time()
-        run()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return Timing(statistics.median(walls), min(walls), statistics.median(cpus))
-
-
-def photo(height: int, width: int) -> torch.Tensor:
-    """``(3, height, width)`` float32 in [0, 1]."""
-    image = Image.open(PHOTO).convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255).contiguous()
-
 
 def sigma_maps(image: torch.Tensor, max_sigma: float) -> dict[str, torch.Tensor]:
-    luma = (image * torch.tensor(REC709_LUMA)[:, None, None]).sum(0).clamp(0.0, 1.0)
+    luminance = luma(image)
     generator = torch.Generator().manual_seed(0)
     return {
-        "photo luma": max_sigma * luma,
-        "uniform random": max_sigma * torch.rand(luma.shape, generator=generator),
-        "constant": torch.full_like(luma, max_sigma),
+        "photo luma": max_sigma * luminance,
+        "uniform random": max_sigma * torch.rand(luminance.shape, generator=generator),
+        "constant": torch.full_like(luminance, max_sigma),
     }
 
 
@@ -120,12 +92,11 @@ def startup_times() -> tuple[float, float]:
 
 
 def machine() -> str:
-    model = cpu_model()
-    kernels = native._kernels()
+    kernels = native.run.kernels()
     lanes = "" if isinstance(kernels, str) else f", {kernels.lanes[torch.float32]} float32 lanes"
     flags = "" if isinstance(kernels, str) else " ".join(kernels.build.flags) or "(cached build)"
     return (
-        f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with "
+        f"{machine_line()}; torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads{lanes}; compiler flags {flags}"
     )
 
@@ -152,7 +123,7 @@ def main() -> None:
     rows: list[tuple[str, str, str, float, Timing, Timing, float | None]] = []
     reference_1mp: float | None = None
     if not args.quick:
-        image = photo(1000, 1000)
+        image = photo_tensor(1000, 1000)
         sigma = sigma_maps(image, 4.0)["photo luma"]
         reference_1mp = measure(
             lambda: adaptive_blur(image, sigma, backend="reference"), args.reference_runs
@@ -160,7 +131,7 @@ def main() -> None:
 
     sizes = [(1000, 1000, (2.0, 4.0, 8.0, 16.0))] + ([] if args.quick else [(3000, 4000, (4.0,))])
     for height, width, max_sigmas in sizes:
-        image = photo(height, width)
+        image = photo_tensor(width, height)
         for max_sigma in max_sigmas:
             for name, sigma in sigma_maps(image, max_sigma).items():
                 if height * width > 1_000_000 or name == "photo luma" or max_sigma == 4.0:
