@@ -14,11 +14,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
-from adaptiveblur import io
 from adaptiveblur.batch.graphs import ShapeGraphs
 from adaptiveblur.batch.plan import Task
 from adaptiveblur.batch.workers import run_tasks
@@ -107,8 +106,6 @@ def run_batch(
         raise InvalidParameterError(
             f"expected processes >= 1, got {processes}", parameter="processes"
         )
-    if options.output_format is not None:
-        options = _with_format_name(options)
     job = BatchJob(FileBlur.open(settings, options), tuple(devices), cuda_graphs)
     summary = BatchSummary()
 
@@ -132,12 +129,6 @@ def run_batch(
     finally:
         summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _with_format_name(options: FileOptions) -> FileOptions:
-    """``options`` with its format alias resolved to pillow's name, once for every file."""
-    assert options.output_format is not None
-    return replace(options, output_format=io.check_output_format("L", options.output_format))
 
 
 @dataclass(frozen=True)

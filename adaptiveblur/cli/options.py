@@ -11,11 +11,14 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from adaptiveblur.errors import InvalidParameterError
+
+if TYPE_CHECKING:
+    from adaptiveblur.settings import BlurSettings, FileOptions
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class CommonOptions:
     max_pixels: int | None
     quiet: bool
 
-    def blur_settings(self) -> Any:
+    def blur_settings(self) -> BlurSettings:
         """The :class:`adaptiveblur.settings.BlurSettings` these options name."""
         from adaptiveblur.settings import BlurSettings
 
@@ -50,7 +53,7 @@ class CommonOptions:
         named["max_memory"] = parse_bytes(self.max_memory)
         return BlurSettings(**named)
 
-    def file_options(self, overwrite: bool) -> Any:
+    def file_options(self, overwrite: bool) -> FileOptions:
         """The :class:`adaptiveblur.settings.FileOptions` these options name."""
         from adaptiveblur import io
         from adaptiveblur.settings import FileOptions
