@@ -4,14 +4,28 @@
 torch's ``reflect`` and scipy's ``mirror``), for any distance, even a radius larger
 than the image. ``replicate`` repeats the edge pixel (scipy ``nearest``).
 ``constant`` reads zeros outside the image (scipy ``constant`` with ``cval=0``).
+torch is imported by the functions that take tensors only.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+from adaptiveblur.errors import InvalidParameterError
+
+if TYPE_CHECKING:
+    import torch
 
 BORDER_MODES = frozenset({"reflect", "replicate", "constant"})
 DEFAULT_BORDER = "reflect"
+
+
+def check_border(border: str) -> None:
+    """Raise :class:`InvalidParameterError` unless ``border`` is one of :data:`BORDER_MODES`."""
+    if border not in BORDER_MODES:
+        raise InvalidParameterError(
+            f"expected border to be one of {', '.join(sorted(BORDER_MODES))}, got {border!r}"
+        )
 
 
 def border_index(
@@ -23,6 +37,8 @@ def border_index(
         ``(source, valid)``: in-range positions to read, and for ``constant`` a boolean
         mask of positions that were inside the image (``None`` for the other modes).
     """
+    import torch
+
     if mode == "reflect":
         if size == 1:
             return torch.zeros_like(index), None
@@ -41,6 +57,8 @@ def read_window(image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, mode: s
     The bounds may lie outside the image by any amount. Only the requested
     rectangle is materialised, never a padded copy of the whole image.
     """
+    import torch
+
     height, width = image.shape[-2:]
     device = image.device
     rows, row_ok = border_index(torch.arange(y0, y1, device=device), height, mode)

@@ -2,7 +2,8 @@
 
 No files here (that is :mod:`adaptiveblur.run`) and no printing; the arithmetic runs on
 the settings' device, so on a GPU the CPU only uploads the decoded samples and
-downloads the result.
+downloads the result. On the CPU, :mod:`adaptiveblur.native.render` does the same
+arithmetic in one fused native call, without torch; the two give the same samples.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import torch
 from adaptiveblur import io
 from adaptiveblur.color import linear_to_srgb, srgb_to_linear
 from adaptiveblur.devices import resolve_device
-from adaptiveblur.errors import InputImageError
-from adaptiveblur.ops import adaptive_blur
+from adaptiveblur.ops.blur import adaptive_blur
 from adaptiveblur.ops.registry import choose_backend
 from adaptiveblur.sigma import intensity, sigma_from_intensity
 
@@ -43,15 +43,6 @@ def sigma_map_for(image: io.Image, settings: BlurSettings) -> torch.Tensor:
     return _sigma_of(to_planes(torch.from_numpy(image.pixels), image.bit_depth), image, settings)
 
 
-def check_map_size(sigma_source: io.Image, image: io.Image) -> None:
-    """Raise :class:`InputImageError` when a map is not the image's size (``resize_map`` fixes it)."""
-    if sigma_source.pixels.shape[:2] != image.pixels.shape[:2]:
-        raise InputImageError(
-            f"the sigma map is {_size(sigma_source)} but the image is {_size(image)}",
-            parameter="resize_map",
-        )
-
-
 def resized_map(sigma_source: io.Image, height: int, width: int) -> io.Image:
     """``sigma_source`` resized (bilinear, antialiased) to ``height x width``, as float pixels."""
     if sigma_source.pixels.shape[:2] == (height, width):
@@ -65,13 +56,6 @@ def resized_map(sigma_source: io.Image, height: int, width: int) -> io.Image:
         mode=sigma_source.mode,
         bit_depth=sigma_source.bit_depth,
     )
-
-
-def sigma_image(sigma_map: torch.Tensor, max_sigma: float) -> io.Image:
-    """A viewable 16-bit gray image of a sigma map: black is 0, white is ``max_sigma``."""
-    scale = max_sigma if max_sigma > 0 else 1.0
-    pixels = (sigma_map / scale).clamp(0.0, 1.0).cpu().numpy().astype(np.float32)[..., None]
-    return io.Image(pixels=pixels, mode="L", bit_depth=16)
 
 
 def blur_image(
@@ -208,8 +192,3 @@ def _with_pixels(image: io.Image, pixels: np.ndarray) -> io.Image:
         exif=image.exif,
         source_format=image.source_format,
     )
-
-
-def _size(image: io.Image) -> str:
-    height, width = image.pixels.shape[:2]
-    return f"{width}x{height}"

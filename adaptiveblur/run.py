@@ -1,5 +1,7 @@
 """One file to one file: load, sigma map, blur, save. The same code serves ``run`` and each batch worker.
 
+The blur goes by the file's :class:`~adaptiveblur.engine.Route`: the fused native path
+(no torch is imported) or torch (:mod:`adaptiveblur.render`, imported when first used).
 Raises library errors; never prints, never exits (that is :mod:`adaptiveblur.cli`'s job).
 Nothing is written unless the whole result is ready (outputs are written atomically).
 """
@@ -10,27 +12,25 @@ import contextlib
 import functools
 import os
 import queue
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from adaptiveblur import io
-from adaptiveblur.devices import resolve_device
-from adaptiveblur.errors import OutputImageError
-from adaptiveblur.ops.blur import ProgressCallback
-from adaptiveblur.render import (
-    Replayer,
-    blur_image,
-    check_map_size,
-    resized_map,
-    sigma_image,
-    sigma_map_for,
-)
+from adaptiveblur.engine import Route, choose_route
+from adaptiveblur.errors import DeviceUnavailableError, InputImageError, OutputImageError
 from adaptiveblur.settings import BlurSettings, FileOptions
 
+if TYPE_CHECKING:
+    import torch
+
+    from adaptiveblur.render import Replayer
+
 STDIO = "-"
+ProgressCallback = Callable[[int, int], None]
 
 
 class DeviceTokens:
@@ -54,23 +54,32 @@ class DeviceTokens:
 class FileBlur:
     """Blur files with fixed settings; the map file, if any, is decoded once for all of them.
 
-    Thread-safe: a batch's threads share one instance.
+    ``route`` fixes the route of every file (a batch decides it once); without it each
+    file gets its own (:func:`adaptiveblur.engine.choose_route`). Thread-safe: a batch's
+    threads share one instance.
     """
 
     def __init__(
-        self, settings: BlurSettings, options: FileOptions, sigma_source: io.Image | None = None
+        self,
+        settings: BlurSettings,
+        options: FileOptions,
+        sigma_source: io.Image | None = None,
+        route: Route | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
         self.sigma_source = sigma_source
+        self.route = route
         self._map_sigma = functools.lru_cache(maxsize=4)(self._sigma_from_map)
 
     def __reduce__(self) -> tuple[object, ...]:
         # Worker processes get the settings and the decoded map, not this process's cache.
-        return (FileBlur, (self.settings, self.options, self.sigma_source))
+        return (FileBlur, (self.settings, self.options, self.sigma_source, self.route))
 
     @classmethod
-    def open(cls, settings: BlurSettings, options: FileOptions) -> FileBlur:
+    def open(
+        cls, settings: BlurSettings, options: FileOptions, route: Route | None = None
+    ) -> FileBlur:
         """Check the settings and options, and decode ``options.map_path`` (when given)."""
         settings.check()
         options.check()
@@ -79,7 +88,26 @@ class FileBlur:
             sigma_source = io.load_image(
                 options.map_path, max_pixels=options.max_pixels, integers=True
             )
-        return cls(settings, options, sigma_source)
+        return cls(settings, options, sigma_source, route)
+
+    def load(self, source: str) -> io.Image:
+        """Decode ``source`` (integer samples) and check the map fits it.
+
+        Raises:
+            InputImageError: unreadable, too large, or a map of another size without
+                ``resize_map``.
+        """
+        image = io.load_image(source, max_pixels=self.options.max_pixels, integers=True)
+        if self.sigma_source is not None and not self.options.resize_map:
+            check_map_size(self.sigma_source, image)
+        return image
+
+    def route_for(self, image: io.Image) -> Route:
+        """This job's fixed route, or the one chosen for ``image``."""
+        if self.route is not None:
+            return self.route
+        height, width, channels = image.pixels.shape
+        return choose_route(self.settings, pixels=height * width, channels=channels)
 
     def blur(
         self,
@@ -88,44 +116,104 @@ class FileBlur:
         devices: DeviceTokens,
         *,
         replayers: Mapping[str, Replayer] | None = None,
-        progress: ProgressCallback | None = None,
-        save_sigma: str | None = None,
         make_folder: bool = False,
     ) -> str:
         """Read ``source``, blur it on one of ``devices``, write ``dest``; returns the device used.
 
-        ``replayers`` (by device) replay the blur of repeated shapes; ``save_sigma`` also
-        writes the sigma map as a gray image, after the output; ``make_folder`` creates
-        ``dest``'s folder when it is missing (only once the result is ready).
+        ``replayers`` (by device) replay the blur of repeated shapes; ``make_folder``
+        creates ``dest``'s folder when it is missing (only once the result is ready).
 
         Raises:
             InputImageError, OutputImageError, InvalidParameterError, DeviceUnavailableError.
         """
-        options = self.options
-        image = io.load_image(source, max_pixels=options.max_pixels, integers=True)
-        fmt = io.check_output_format(image.mode, options.output_format, dest)
-        height, width = image.pixels.shape[:2]
-        if self.sigma_source is not None and not options.resize_map:
-            check_map_size(self.sigma_source, image)
+        image = self.load(source)
+        route = self.route_for(image)
         with devices.lease() as device:
-            sigma_map = None  # derived from the image by the blur, on its device
-            if self.sigma_source is not None:
-                sigma_map = self._map_sigma(height, width, device)
-            elif save_sigma is not None:
-                sigma_map = sigma_map_for(image, self.settings)
             replayer = None if replayers is None else replayers.get(device)
-            on_device = replace(self.settings, device=device)
-            result = blur_image(image, sigma_map, on_device, progress, replayer=replayer)
+            self.write(image, dest, route, device, replayer=replayer, make_folder=make_folder)
+        return device
+
+    def write(
+        self,
+        image: io.Image,
+        dest: str,
+        route: Route,
+        device: str,
+        *,
+        replayer: Replayer | None = None,
+        progress: ProgressCallback | None = None,
+        save_sigma: str | None = None,
+        make_folder: bool = False,
+    ) -> None:
+        """Blur a loaded ``image`` by ``route`` (on ``device``, for torch) and write ``dest``.
+
+        ``save_sigma`` also writes the sigma map as a gray image, after the output.
+        """
+        fmt = io.check_output_format(image.mode, self.options.output_format, dest)
+        if route.engine == "native":
+            result, sigma = self._blur_native(image, fmt, save_sigma is not None, progress)
+        else:
+            on_device = replace(self.settings, device=device, method=route.method)
+            result, sigma = self._blur_torch(image, on_device, replayer, save_sigma, progress)
         if make_folder:
             os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
         # The output first: if it fails, no sigma map is left behind either.
-        io.save_image(result, dest, format=fmt, quality=options.quality)
-        if save_sigma is not None and sigma_map is not None:
-            io.save_image(sigma_image(sigma_map, self.settings.max_sigma), save_sigma)
-        return device
+        io.save_image(result, dest, format=fmt, quality=self.options.quality)
+        if save_sigma is not None and sigma is not None:
+            io.save_image(sigma_image(sigma, self.settings.max_sigma), save_sigma)
+
+    def _blur_native(
+        self, image: io.Image, fmt: str, keep_sigma: bool, progress: ProgressCallback | None
+    ) -> tuple[io.Image, np.ndarray | None]:
+        from adaptiveblur.native.render import render_samples
+
+        height, width = image.pixels.shape[:2]
+        depth = io.output_bit_depth(image.mode, image.bit_depth, fmt)
+        driver, sigma_map = None, None
+        if self.sigma_source is not None:
+            if self.sigma_source.pixels.shape[:2] == (height, width):
+                driver = self.sigma_source
+            else:  # resize_map: the resizing is torch's (imported for it alone)
+                sigma_map = self._map_sigma(height, width, "cpu").numpy()
+        try:
+            samples, sigma = render_samples(
+                image,
+                self.settings,
+                bit_depth=depth,
+                driver=driver,
+                sigma_map=sigma_map,
+                keep_sigma=keep_sigma,
+                progress=progress,
+            )
+        except RuntimeError as error:  # the kernel went missing since the route was chosen
+            raise DeviceUnavailableError(str(error)) from error
+        return _with_pixels(image, samples, depth), sigma
+
+    def _blur_torch(
+        self,
+        image: io.Image,
+        settings: BlurSettings,
+        replayer: Replayer | None,
+        save_sigma: str | None,
+        progress: ProgressCallback | None,
+    ) -> tuple[io.Image, np.ndarray | None]:
+        from adaptiveblur.devices import resolve_device
+        from adaptiveblur.render import blur_image, sigma_map_for
+
+        height, width = image.pixels.shape[:2]
+        device = str(resolve_device(settings.device))
+        sigma_map = None  # derived from the image by the blur, on its device
+        if self.sigma_source is not None:
+            sigma_map = self._map_sigma(height, width, device)
+        elif save_sigma is not None:
+            sigma_map = sigma_map_for(image, settings)
+        result = blur_image(image, sigma_map, settings, progress, replayer=replayer)
+        return result, None if sigma_map is None else sigma_map.cpu().numpy()
 
     def _sigma_from_map(self, height: int, width: int, device: str) -> torch.Tensor:
         """The map's sigma map for images of this size on ``device``: once per size, not per file."""
+        from adaptiveblur.render import resized_map, sigma_map_for
+
         assert self.sigma_source is not None
         driver = self.sigma_source
         if self.options.resize_map:
@@ -141,10 +229,15 @@ def run_file(
     *,
     save_sigma: str | None = None,
     progress: ProgressCallback | None = None,
-) -> None:
+    on_notice: Callable[[str], None] | None = None,
+) -> Route:
     """``adaptiveblur run``: read ``source`` (a path or ``"-"``), blur, write ``dest`` atomically.
 
-    Everything that can be checked before the slow part is checked first.
+    Everything that can be checked before the slow part is checked first. ``on_notice``
+    is called with the route's notice, if it has one, before the blur starts.
+
+    Returns:
+        The :class:`~adaptiveblur.engine.Route` the file took.
 
     Raises:
         InvalidParameterError, InputImageError, OutputImageError, DeviceUnavailableError.
@@ -160,8 +253,45 @@ def run_file(
     if save_sigma is not None:
         io.check_output_format("L", None, save_sigma)
     job = FileBlur.open(settings, options)
-    devices = DeviceTokens([str(resolve_device(settings.device))])
-    job.blur(source, dest, devices, progress=progress, save_sigma=save_sigma)
+    image = job.load(source)
+    route = job.route_for(image)
+    if route.notice is not None and on_notice is not None:
+        on_notice(route.notice)
+    job.write(image, dest, route, route.device, progress=progress, save_sigma=save_sigma)
+    return route
+
+
+def check_map_size(sigma_source: io.Image, image: io.Image) -> None:
+    """Raise :class:`InputImageError` when a map is not the image's size (``resize_map`` fixes it)."""
+    if sigma_source.pixels.shape[:2] != image.pixels.shape[:2]:
+        raise InputImageError(
+            f"the sigma map is {_size(sigma_source)} but the image is {_size(image)}",
+            parameter="resize_map",
+        )
+
+
+def sigma_image(sigma_map: np.ndarray, max_sigma: float) -> io.Image:
+    """A viewable 16-bit gray image of an ``(H, W)`` sigma map: black is 0, white is ``max_sigma``."""
+    scale = max_sigma if max_sigma > 0 else 1.0
+    pixels = (np.asarray(sigma_map, dtype=np.float32) / scale).clip(0.0, 1.0)
+    return io.Image(pixels=pixels.astype(np.float32)[..., None], mode="L", bit_depth=16)
+
+
+def _with_pixels(image: io.Image, pixels: np.ndarray, bit_depth: int) -> io.Image:
+    """A new :class:`io.Image` of ``pixels`` with ``image``'s mode and metadata."""
+    return io.Image(
+        pixels=pixels,
+        mode=image.mode,
+        bit_depth=bit_depth,
+        icc_profile=image.icc_profile,
+        exif=image.exif,
+        source_format=image.source_format,
+    )
+
+
+def _size(image: io.Image) -> str:
+    height, width = image.pixels.shape[:2]
+    return f"{width}x{height}"
 
 
 def refuse_clobbering(

@@ -1,7 +1,7 @@
 """What a command asks for: how to blur (:class:`BlurSettings`) and how to treat files (:class:`FileOptions`).
 
 Plain frozen dataclasses, checked once before any work starts; the command line builds
-them from its options and the library functions take them whole.
+them from its options and the library functions take them whole. No torch here.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from adaptiveblur import io
-from adaptiveblur.borders import DEFAULT_BORDER
-from adaptiveblur.kernels import DEFAULT_TRUNCATE
-from adaptiveblur.ops.blur import check_blur_options
-from adaptiveblur.ops.registry import DEFAULT_METHOD
-from adaptiveblur.sigma import DEFAULT_CHANNEL, check_mapping
+from adaptiveblur.borders import DEFAULT_BORDER, check_border
+from adaptiveblur.devices import parse_device
+from adaptiveblur.errors import InvalidParameterError
+from adaptiveblur.kernels import DEFAULT_TRUNCATE, check_truncate
+from adaptiveblur.ops.registry import check_names
+from adaptiveblur.sigma import CHANNELS, DEFAULT_CHANNEL, check_mapping
+from adaptiveblur.tiling import check_max_memory
 
 
 @dataclass(frozen=True)
@@ -25,9 +27,11 @@ class BlurSettings:
         max_sigma, min_sigma, gamma, invert, channel: the sigma mapping
             (see :func:`adaptiveblur.sigma.sigma_from_intensity`).
         truncate, border, method, backend, max_memory: as for
-            :func:`adaptiveblur.adaptive_blur`.
+            :func:`adaptiveblur.adaptive_blur`, except that ``method`` defaults to
+            ``"auto"``: exact where a fused exact kernel runs, else the fast method.
         linear: blur the colour in linear light (sRGB decoded first).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        device: ``"auto"`` (whichever finishes the command first, see
+            :mod:`adaptiveblur.engine`), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     """
 
     max_sigma: float
@@ -39,14 +43,22 @@ class BlurSettings:
     border: str = DEFAULT_BORDER
     linear: bool = False
     device: str = "auto"
-    method: str = DEFAULT_METHOD
+    method: str = "auto"
     backend: str | None = None
     max_memory: int | None = None
 
     def check(self) -> None:
         """Raise :class:`InvalidParameterError` for any bad value, before any work is done."""
         check_mapping(self.min_sigma, self.max_sigma, self.gamma)
-        check_blur_options(self.truncate, self.border, self.max_memory)
+        if self.channel not in CHANNELS:
+            raise InvalidParameterError(
+                f"expected channel to be one of {', '.join(CHANNELS)}, got {self.channel!r}"
+            )
+        check_truncate(self.truncate)
+        check_border(self.border)
+        check_max_memory(self.max_memory)
+        check_names(self.method, self.backend)
+        parse_device(self.device)
 
     def blur_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`adaptiveblur.adaptive_blur` these settings fix.

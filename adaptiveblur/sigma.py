@@ -3,18 +3,24 @@
 ``sigma = min_sigma + (max_sigma - min_sigma) * curve(v)`` where ``v`` in ``[0, 1]`` is the
 chosen intensity (Rec. 709 luminance by default), ``curve(v) = v ** gamma`` and
 ``invert`` uses ``1 - v`` instead of ``v`` (dark pixels blur most).
+
+Each step is one float32 operation (the curve is computed in float64 and rounded once),
+so the fused native path (``_render.c``) repeats it bit for bit. torch is imported by the
+functions that take tensors only; the checks and :func:`intensity_source` need none.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-
-import torch
+from typing import TYPE_CHECKING
 
 from adaptiveblur.color import REC709_LUMA
 from adaptiveblur.errors import InvalidParameterError
 from adaptiveblur.io.image import has_alpha
+
+if TYPE_CHECKING:
+    import torch
 
 CHANNELS = ("luminance", "mean", "red", "green", "blue", "alpha")
 DEFAULT_CHANNEL = "luminance"
@@ -36,6 +42,30 @@ def intensity(pixels: torch.Tensor, mode: str, channel: str = DEFAULT_CHANNEL) -
     Raises:
         InvalidParameterError: unknown channel, or ``alpha`` on an image without alpha.
     """
+    kind, index = intensity_source(mode, channel)
+    if kind == "luminance":
+        weights = _luma_weights(pixels.dtype, pixels.device)
+        weighted = pixels[0] * weights[0] + pixels[1] * weights[1]
+        return (weighted + pixels[2] * weights[2]).clamp_(0.0, 1.0)
+    if kind == "mean":
+        return (pixels[0] + pixels[1] + pixels[2]) / 3.0
+    return pixels[index]
+
+
+def intensity_source(mode: str, channel: str = DEFAULT_CHANNEL) -> tuple[str, int]:
+    """What :func:`intensity` reads for ``channel`` of a ``mode`` image.
+
+    Returns:
+        ``("luminance", 0)`` or ``("mean", 0)`` (from the first three channels), or
+        ``("channel", index)`` for one channel.
+
+    Raises:
+        InvalidParameterError: unknown channel, or ``alpha`` on an image without alpha.
+
+    Example:
+        >>> intensity_source("RGBA", "alpha"), intensity_source("LA", "luminance")
+        (('channel', 3), ('channel', 0))
+    """
     if channel not in CHANNELS:
         raise InvalidParameterError(
             f"expected channel to be one of {', '.join(CHANNELS)}, got {channel!r}"
@@ -45,17 +75,12 @@ def intensity(pixels: torch.Tensor, mode: str, channel: str = DEFAULT_CHANNEL) -
             raise InvalidParameterError(
                 f"channel 'alpha' was asked for but the image ({mode}) has no alpha"
             )
-        return pixels[-1]
+        return "channel", len(mode) - 1
     if mode.startswith("L"):
-        return pixels[0]
-    if channel == "luminance":
-        weights = _luma_weights(pixels.dtype, pixels.device)
-        # One matrix-vector product: a single pass over the planes.
-        flat = torch.matmul(weights, pixels[:3].reshape(3, -1))
-        return flat.reshape(pixels.shape[1:]).clamp_(0.0, 1.0)
-    if channel == "mean":
-        return pixels[:3].mean(dim=0)
-    return pixels[_COLOR_INDEX[channel]]
+        return "channel", 0
+    if channel in ("luminance", "mean"):
+        return channel, 0
+    return "channel", _COLOR_INDEX[channel]
 
 
 def check_mapping(min_sigma: float, max_sigma: float, gamma: float) -> None:
@@ -95,12 +120,14 @@ def sigma_from_intensity(
     Returns:
         Tensor of ``value``'s shape with the sigma of each pixel, in pixels.
     """
+    import torch
+
     check_mapping(min_sigma, max_sigma, gamma)
     v = value.clamp(0.0, 1.0)  # a new tensor: the in-place steps below leave value alone
     if invert:
         v.neg_().add_(1.0)
     if gamma != 1.0:
-        v.pow_(gamma)
+        v = v.to(torch.float64).pow_(gamma).to(value.dtype)
     return v.mul_(max_sigma - min_sigma).add_(min_sigma)
 
 
@@ -111,4 +138,6 @@ def _luma_weights(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     A fresh copy per call would make every luminance wait for a host-to-device transfer,
     which a CUDA graph cannot record.
     """
+    import torch
+
     return torch.tensor(REC709_LUMA, dtype=dtype, device=device)

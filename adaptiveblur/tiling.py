@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from adaptiveblur.errors import InvalidParameterError
+
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes the engine may use for temporaries at once
 MIN_TILE_PIXELS = 32 * 32  # below this, split the window into row chunks instead
 
@@ -32,6 +34,16 @@ class Tile:
     @property
     def width(self) -> int:
         return self.x1 - self.x0
+
+
+def check_max_memory(max_memory: int | None) -> None:
+    """Raise :class:`InvalidParameterError` unless ``max_memory`` is ``None`` or a positive int."""
+    if max_memory is not None and (
+        isinstance(max_memory, bool) or not isinstance(max_memory, int) or max_memory <= 0
+    ):
+        raise InvalidParameterError(
+            f"expected max_memory to be a positive integer, got {max_memory!r}"
+        )
 
 
 def tile_side(bytes_per_pixel: int, max_memory: int, height: int, width: int) -> int:

@@ -92,7 +92,7 @@ def startup_times() -> tuple[float, float]:
 
 
 def machine() -> str:
-    kernels = native.run.kernels()
+    kernels = library.kernels()
     lanes = "" if isinstance(kernels, str) else f", {kernels.lanes[torch.float32]} float32 lanes"
     flags = "" if isinstance(kernels, str) else " ".join(kernels.build.flags) or "(cached build)"
     return (

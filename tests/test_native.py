@@ -20,8 +20,8 @@ from adaptiveblur import adaptive_blur
 from adaptiveblur.borders import read_window
 from adaptiveblur.errors import DeviceUnavailableError
 from adaptiveblur.kernels import radius_map
+from adaptiveblur.native import build, library
 from adaptiveblur.ops import native
-from adaptiveblur.ops.native import build, run
 from adaptiveblur.ops.tile import TileInput
 from tests.helpers import EXACT as FLOAT32_EXACT
 from tests.oracle import loop_blur_batch, scipy_blur
@@ -172,7 +172,7 @@ def test_forked_child_can_blur(rng):
     torch.set_num_threads(2)
     try:
         expected = native.blur_tile(TileInput(padded, sigma, radius, 12, budget=1))
-        assert run._pool is not None
+        assert library._pool is not None
 
         def child() -> None:
             out = native.blur_tile(TileInput(padded, sigma, radius, 12, budget=1))
@@ -202,7 +202,7 @@ def test_bad_radius_raises():
 
 @needs_kernel
 def test_weight_exp_is_within_two_ulp():
-    kernels = run.kernels()
+    kernels = library.kernels()
     assert not isinstance(kernels, str)
     x = -np.concatenate([np.linspace(0.0, 707.9, 20_001), np.geomspace(1e-300, 1.0, 2_001)])
     y = np.empty_like(x)
@@ -249,7 +249,7 @@ def test_second_build_reuses_the_cache(tmp_path):
 
 @needs_kernel
 def test_available_loads_from_the_cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(run, "_loaded", {})
+    monkeypatch.setattr(library, "_loaded", {})
     monkeypatch.setenv("ADAPTIVEBLUR_CACHE_DIR", str(tmp_path))
     assert native.available(CPU) is None
     assert len(list(tmp_path.glob("adaptiveblur_native-*.so"))) == 1
@@ -299,7 +299,7 @@ def test_broken_compiler_is_a_reason_not_an_exception(tmp_path, monkeypatch, com
                 '[ "$1" = --version ] && { echo "broken 1.0"; exit 0; }\necho "error: broken" >&2; exit 1',
             )
         )
-    monkeypatch.setattr(run, "_loaded", {})
+    monkeypatch.setattr(library, "_loaded", {})
     monkeypatch.setenv("CC", compiler)
     monkeypatch.setenv("ADAPTIVEBLUR_CACHE_DIR", str(tmp_path / "cache"))
     reason = native.available(CPU)
@@ -316,8 +316,8 @@ def test_broken_compiler_is_a_reason_not_an_exception(tmp_path, monkeypatch, com
 
 
 def test_missing_source_is_a_reason(tmp_path, monkeypatch):
-    monkeypatch.setattr(run, "_loaded", {})
-    monkeypatch.setattr(build, "SOURCE", tmp_path / "_native.c")
+    monkeypatch.setattr(library, "_loaded", {})
+    monkeypatch.setattr(build, "SOURCES", {"adaptiveblur_native.c": tmp_path / "_native.c"})
     reason = native.available(CPU)
     assert reason is not None and "source is missing" in reason
 

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from adaptiveblur import io as abio
-from adaptiveblur.errors import InputImageError
 from adaptiveblur.ops import adaptive_blur
-from adaptiveblur.render import blur_image, check_map_size, sigma_image, sigma_map_for
+from adaptiveblur.render import blur_image, sigma_map_for
 from adaptiveblur.settings import BlurSettings
 from tests.helpers import EXACT, HEIGHT, WIDTH, chw, make_image, random_rgb
 from tests.oracle import linear_to_srgb, loop_blur, luma, srgb_to_linear
@@ -62,25 +61,6 @@ def test_sigma_map_from_a_separate_source(rng):
     gray = rng.random((HEIGHT, WIDTH, 1)).astype(np.float32)
     sigma = sigma_map_for(make_image(gray, "L"), BlurSettings(max_sigma=2.0))
     np.testing.assert_allclose(sigma.numpy(), 2.0 * gray[..., 0], atol=1e-6)
-
-
-def test_sigma_map_of_another_size_is_refused(rng):
-    image = make_image(random_rgb(rng), "RGB")
-    other = make_image(np.zeros((HEIGHT + 1, WIDTH, 1)), "L")
-    with pytest.raises(InputImageError) as caught:
-        check_map_size(other, image)
-    assert caught.value.parameter == "resize_map"
-    assert f"{WIDTH}x{HEIGHT + 1}" in str(caught.value)
-    assert f"{WIDTH}x{HEIGHT}" in str(caught.value)
-
-
-def test_sigma_image_is_16_bit_gray_scaled_to_max_sigma():
-    sigma = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
-    image = sigma_image(sigma, 2.0)
-    assert (image.mode, image.bit_depth) == ("L", 16)
-    np.testing.assert_allclose(image.pixels[..., 0], [[0.0, 0.5], [1.0, 1.0]])
-    zero = sigma_image(torch.zeros(2, 3), 0.0)  # max sigma 0: black, not NaN
-    assert np.array_equal(zero.pixels, np.zeros((2, 3, 1), dtype=np.float32))
 
 
 # ---- blur_image -------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from adaptiveblur import io as abio
 from adaptiveblur.errors import InputImageError, InvalidParameterError, OutputImageError
 from adaptiveblur.ops import adaptive_blur
 from adaptiveblur.render import sigma_map_for
-from adaptiveblur.run import run_file
+from adaptiveblur.run import check_map_size, run_file, sigma_image
 from adaptiveblur.settings import BlurSettings, FileOptions
-from tests.helpers import HEIGHT, WIDTH, chw, make_image, temporaries
+from tests.helpers import HEIGHT, WIDTH, chw, make_image, random_rgb, temporaries
 from tests.oracle import loop_blur, luma, png16_bytes
 
 ORIENTATION = 0x0112
@@ -274,3 +274,22 @@ def test_alpha_to_jpeg_fails_before_the_blur(tmp_path, rng):
     assert calls == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
     assert temporaries(tmp_path) == []
+
+
+def test_sigma_map_of_another_size_is_refused(rng):
+    image = make_image(random_rgb(rng), "RGB")
+    other = make_image(np.zeros((HEIGHT + 1, WIDTH, 1)), "L")
+    with pytest.raises(InputImageError) as caught:
+        check_map_size(other, image)
+    assert caught.value.parameter == "resize_map"
+    assert f"{WIDTH}x{HEIGHT + 1}" in str(caught.value)
+    assert f"{WIDTH}x{HEIGHT}" in str(caught.value)
+
+
+def test_sigma_image_is_16_bit_gray_scaled_to_max_sigma():
+    sigma = np.array([[0.0, 1.0], [2.0, 3.0]], dtype=np.float32)
+    image = sigma_image(sigma, 2.0)
+    assert (image.mode, image.bit_depth) == ("L", 16)
+    np.testing.assert_allclose(image.pixels[..., 0], [[0.0, 0.5], [1.0, 1.0]])
+    zero = sigma_image(np.zeros((2, 3), dtype=np.float32), 0.0)  # max sigma 0: black, not NaN
+    assert np.array_equal(zero.pixels, np.zeros((2, 3, 1), dtype=np.float32))

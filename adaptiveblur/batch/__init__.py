@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from adaptiveblur.batch.plan import Task
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from adaptiveblur.settings import BlurSettings, FileOptions
 
 __all__ = ["Task", "blur_files"]
+
+# Files whose headers are read to estimate a batch's image size for the device choice.
+_SIZE_SAMPLE = 8
 
 
 def blur_files(
@@ -38,6 +42,7 @@ def blur_files(
     report: str | None = None,
     on_plan: Callable[[list[Task]], None] | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
     cuda_graphs: bool = True,
 ) -> BatchSummary:
     """Blur every image of ``in_dir`` (or the files ``sources``) into ``out_dir``, mirroring folders.
@@ -60,6 +65,7 @@ def blur_files(
         report: also write a JSON report of every file here (atomically).
         on_plan: called once with the tasks, before any is run (for a progress bar).
         on_outcome: called with each file's :class:`Outcome`, in completion order.
+        on_notice: called once with the route's notice (a slower fallback), if any.
         cuda_graphs: replay repeated image shapes from recorded CUDA graphs.
 
     Returns:
@@ -75,6 +81,7 @@ def blur_files(
     from adaptiveblur import io
     from adaptiveblur.batch import plan
     from adaptiveblur.batch.runner import run_batch
+    from adaptiveblur.engine import choose_route
     from adaptiveblur.errors import InvalidParameterError
     from adaptiveblur.run import check_writable
     from adaptiveblur.settings import FileOptions
@@ -97,7 +104,17 @@ def blur_files(
     tasks = plan.plan(sources, relatives, out_dir, suffix=suffix, output_format=fmt)
     if shard is not None:
         tasks = [task for task in tasks if plan.in_shard(task.relative, *shard)]
-    devices = spread_devices(settings.device, gpus)
+    settings.check()
+    if gpus is not None:  # GPUs by index: the torch engine on them
+        route = choose_route(replace(settings, device="cuda"), pixels=0)
+    else:
+        sizes = [io.image_size(task.source) for task in tasks[:_SIZE_SAMPLE]]
+        pixels = [width * height for width, height in filter(None, sizes)]
+        typical = sum(pixels) // len(pixels) if pixels else 0
+        route = choose_route(settings, pixels=typical, files=len(tasks))
+    if route.notice is not None and on_notice is not None:
+        on_notice(route.notice)
+    devices = ["cpu"] if route.engine == "native" else spread_devices(route.device, gpus)
     workers = jobs if jobs is not None else max(os.cpu_count() or 2, len(devices) + 1)
     if on_plan is not None:
         on_plan(tasks)
@@ -110,6 +127,7 @@ def blur_files(
         processes=processes,
         on_outcome=on_outcome,
         cuda_graphs=cuda_graphs,
+        route=route,
     )
     if report is not None:
         io.write_text_atomically(report, json.dumps(summary.as_dict(), indent=2) + "\n")

@@ -15,16 +15,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-
-from adaptiveblur.batch.graphs import ShapeGraphs
 from adaptiveblur.batch.plan import Task
 from adaptiveblur.batch.workers import run_tasks
+from adaptiveblur.engine import Route
 from adaptiveblur.errors import AdaptiveBlurError, InvalidParameterError, OutputImageError
 from adaptiveblur.io.atomic import stale_temporaries
+from adaptiveblur.native import library
 from adaptiveblur.run import DeviceTokens, FileBlur, same_file
 from adaptiveblur.settings import BlurSettings, FileOptions
+
+if TYPE_CHECKING:
+    from adaptiveblur.render import Replayer
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,11 @@ def run_batch(
     processes: int = 1,
     on_outcome: Callable[[Outcome], None] | None = None,
     cuda_graphs: bool = True,
+    route: Route | None = None,
 ) -> BatchSummary:
     """Blur planned tasks; one bad file never stops the others.
+
+    ``route`` fixes how every file is blurred (default: chosen per file).
 
     Existing outputs are skipped unless ``options.overwrite``; outputs are written
     atomically, so an interrupted batch resumes where it stopped. With ``cuda_graphs``,
@@ -106,7 +112,7 @@ def run_batch(
         raise InvalidParameterError(
             f"expected processes >= 1, got {processes}", parameter="processes"
         )
-    job = BatchJob(FileBlur.open(settings, options), tuple(devices), cuda_graphs)
+    job = BatchJob(FileBlur.open(settings, options, route), tuple(devices), cuda_graphs)
     summary = BatchSummary()
 
     def record(outcome: Outcome) -> None:
@@ -115,12 +121,12 @@ def run_batch(
             on_outcome(outcome)
 
     processes = min(processes, jobs, max(len(tasks), 1))
-    # Worker processes share the cores for torch's CPU threads.
-    torch_threads = None if processes == 1 else max(1, (os.cpu_count() or 1) // processes)
+    # Worker processes share the cores for their CPU threads.
+    threads = None if processes == 1 else max(1, library.worker_count() // processes)
     started = time.perf_counter()
     try:
         run_tasks(
-            functools.partial(job.worker, torch_threads=torch_threads),
+            functools.partial(job.worker, threads=threads),
             tasks,
             jobs=jobs,
             processes=processes,
@@ -139,21 +145,33 @@ class BatchJob:
     devices: tuple[str, ...]
     cuda_graphs: bool = True
 
-    def worker(self, torch_threads: int | None = None) -> Callable[[Task], Outcome]:
+    def worker(self, threads: int | None = None) -> Callable[[Task], Outcome]:
         """The function that takes one task from file to file (thread-safe, one per process).
 
-        ``torch_threads`` sets this process's CPU threads for torch (worker processes
-        share the cores).
+        ``threads`` sets this process's CPU threads for the native kernel and torch
+        (worker processes share the cores). torch is imported only when the route or a
+        device needs it.
         """
-        if torch_threads is not None:
-            torch.set_num_threads(torch_threads)
+        uses_torch = self.files.route is None or self.files.route.engine == "torch"
+        if threads is not None:
+            library.set_worker_count(threads)
+            if uses_torch:
+                import torch
+
+                torch.set_num_threads(threads)
         tokens = DeviceTokens(self.devices)
         stale = _StaleTemporaries()
-        replayers = {
-            device: ShapeGraphs(torch.device(device))
-            for device in self.devices
-            if self.cuda_graphs and torch.device(device).type == "cuda"
-        }
+        replayers: dict[str, Replayer] = {}
+        if self.cuda_graphs and any(device.startswith("cuda") for device in self.devices):
+            import torch
+
+            from adaptiveblur.batch.graphs import ShapeGraphs
+
+            replayers = {
+                device: ShapeGraphs(torch.device(device))
+                for device in self.devices
+                if device.startswith("cuda")
+            }
         overwrite = self.files.options.overwrite
 
         def work(task: Task) -> Outcome:

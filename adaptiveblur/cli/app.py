@@ -16,7 +16,7 @@ import typer
 from adaptiveblur._version import __version__
 from adaptiveblur.cli import allocator
 from adaptiveblur.cli.options import CommonOptions, with_common_options, with_flag_hint
-from adaptiveblur.cli.progress import PROG, BatchProgress, error, stderr, tile_progress
+from adaptiveblur.cli.progress import PROG, BatchProgress, error, notice, stderr, tile_progress
 from adaptiveblur.errors import (
     EXIT_CODE_MEANINGS,
     EXIT_INTERNAL,
@@ -138,6 +138,7 @@ def run(
             common.file_options(overwrite),
             save_sigma=save_sigma,
             progress=progress,
+            on_notice=notice,
         )
 
 
@@ -228,6 +229,7 @@ def _blur_files(common: CommonOptions, overwrite: bool, out_dir: str, **batch: o
             common.file_options(overwrite),
             on_plan=progress.planned,
             on_outcome=progress.finished,
+            on_notice=notice,
             **batch,  # type: ignore[arg-type]
         )
     finally:

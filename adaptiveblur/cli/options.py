@@ -107,13 +107,21 @@ _COMMON = [
     _option(
         "linear", bool, False, "--linear", help="Blur in linear light (default: as stored, sRGB)."
     ),
-    _option("device", str, "auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    _option(
+        "device",
+        str,
+        "auto",
+        "--device",
+        help="auto (whichever finishes first: the CPU for single images, a GPU for large "
+        "sigmas and big batches), cpu, cuda or cuda:N.",
+    ),
     _option(
         "method",
         str,
-        "exact",
+        "auto",
         "--method",
-        help="exact, fast (approximate, <= 1 LSB at 8 bits) or auto.",
+        help="exact, fast (approximate, <= 1 LSB at 8 bits) or auto (exact where its fused "
+        "kernel runs, else fast).",
     ),
     _option("backend", str | None, None, "--backend", help="Force an implementation (see README)."),
     _option(

@@ -28,6 +28,11 @@ def error(message: str) -> None:
     stderr.print(f"{PROG}: error: {message}", markup=False)
 
 
+def notice(message: str) -> None:
+    """Print ``adaptiveblur: note: message`` on stderr (a choice the user should know of)."""
+    stderr.print(f"{PROG}: note: {message}", markup=False)
+
+
 @contextmanager
 def tile_progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     """A ``progress(done, total)`` callback drawing a bar, or ``None`` when none is drawn."""

@@ -10,7 +10,7 @@ The names most callers need are here; each lives in the module of its one job:
 from __future__ import annotations
 
 from adaptiveblur.io.atomic import write_text_atomically
-from adaptiveblur.io.decode import DEFAULT_MAX_PIXELS, load_image
+from adaptiveblur.io.decode import DEFAULT_MAX_PIXELS, image_size, load_image
 from adaptiveblur.io.encode import save_image
 from adaptiveblur.io.formats import (
     READABLE_EXTENSIONS,
@@ -24,6 +24,7 @@ from adaptiveblur.io.image import (
     ALPHA_MODES,
     MAX_VALUE,
     MODES,
+    SAMPLE_TYPES,
     Image,
     has_alpha,
     quantise,
@@ -36,12 +37,14 @@ __all__ = [
     "MAX_VALUE",
     "MODES",
     "READABLE_EXTENSIONS",
+    "SAMPLE_TYPES",
     "SUPPORTED_OUTPUT_FORMATS",
     "Image",
     "check_output_format",
     "check_quality",
     "format_for_path",
     "has_alpha",
+    "image_size",
     "load_image",
     "output_bit_depth",
     "quantise",

@@ -65,6 +65,18 @@ def load_image(
         return _load_with_pillow(stream, name, limit, integers)
 
 
+def image_size(path: str) -> tuple[int, int] | None:
+    """``(width, height)`` of the image file at ``path`` from its header, or ``None``
+    when it cannot be read (the error comes when the file is loaded)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with _pillow_limit_lifted(), PILImage.open(path) as picture:
+                return picture.size
+        except Exception:  # noqa: BLE001 - any failure is reported by load_image later
+            return None
+
+
 def _pixel_limit(max_pixels: int | None) -> int | None:
     """Normalise ``max_pixels``: ``None`` for no limit, else a positive int."""
     if max_pixels is None or max_pixels == 0:

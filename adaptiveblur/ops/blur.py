@@ -8,13 +8,13 @@ from collections.abc import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from adaptiveblur.borders import BORDER_MODES, DEFAULT_BORDER, read_window
+from adaptiveblur.borders import DEFAULT_BORDER, check_border, read_window
 from adaptiveblur.devices import resolve_device
 from adaptiveblur.errors import InvalidParameterError
-from adaptiveblur.kernels import DEFAULT_TRUNCATE, radius_for, radius_map
+from adaptiveblur.kernels import DEFAULT_TRUNCATE, check_truncate, radius_for, radius_map
 from adaptiveblur.ops.registry import DEFAULT_METHOD, choose_backend
 from adaptiveblur.ops.tile import TileInput
-from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, Tile, plan_tiles, tile_side
+from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, Tile, check_max_memory, plan_tiles, tile_side
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -205,15 +205,6 @@ def _check_sigma(
 
 def check_blur_options(truncate: float, border: str, max_memory: int | None) -> None:
     """Raise :class:`InvalidParameterError` for a bad truncate, border or memory budget."""
-    if not isinstance(truncate, (int, float)) or not math.isfinite(truncate) or truncate <= 0:
-        raise InvalidParameterError(
-            f"expected truncate to be a finite number > 0, got {truncate!r}"
-        )
-    if border not in BORDER_MODES:
-        raise InvalidParameterError(
-            f"expected border to be one of {', '.join(sorted(BORDER_MODES))}, got {border!r}"
-        )
-    if max_memory is not None and (not isinstance(max_memory, int) or max_memory <= 0):
-        raise InvalidParameterError(
-            f"expected max_memory to be a positive integer, got {max_memory!r}"
-        )
+    check_truncate(truncate)
+    check_border(border)
+    check_max_memory(max_memory)

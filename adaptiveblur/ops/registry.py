@@ -3,7 +3,8 @@
 A backend computes one tile (:class:`~adaptiveblur.ops.tile.TileInput` in, blurred tile
 out); the engine in :mod:`adaptiveblur.ops.blur` does validation, tiling and stitching
 for all of them. Only this module decides from the declared capabilities; nothing
-elsewhere tests a backend's name.
+elsewhere tests a backend's name. Importing it loads no torch (the backends' modules
+are imported when chosen), so the command line can check names without it.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-
-import torch
+from typing import TYPE_CHECKING
 
 from adaptiveblur.errors import DeviceUnavailableError, InvalidParameterError
-from adaptiveblur.ops.tile import TileInput
+
+if TYPE_CHECKING:
+    import torch
+
+    from adaptiveblur.ops.tile import TileInput
 
 METHODS = ("exact", "fast", "auto")
 DEFAULT_METHOD = "exact"
-FLOAT_TYPES = frozenset({torch.float32, torch.float64})
+FLOAT_TYPES = frozenset({"float32", "float64"})  # dtype names, as in str(torch.float32)
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class Backend:
 
     Attributes:
         devices: device types it can run on (``"cpu"``, ``"cuda"``).
-        dtypes: tile dtypes it computes.
+        dtypes: names of the tile dtypes it computes (``"float32"``, ``"float64"``).
         differentiable: autograd runs through its ``blur_tile``.
         graph_safe: it queues its work without reading anything back, so a call can be
             captured in a CUDA graph.
@@ -45,7 +49,7 @@ class Backend:
     method: str
     devices: frozenset[str]
     module: str
-    dtypes: frozenset[torch.dtype] = FLOAT_TYPES
+    dtypes: frozenset[str] = FLOAT_TYPES
     differentiable: bool = False
     graph_safe: bool = False
     fused: bool = False
@@ -62,9 +66,9 @@ class Backend:
         except ImportError as error:
             return f"it could not be imported ({error})"
 
-    def computes(self, dtype: torch.dtype, needs_grad: bool) -> bool:
+    def computes(self, dtype: torch.dtype | str, needs_grad: bool) -> bool:
         """Whether it declares ``dtype`` and, when ``needs_grad``, autograd."""
-        return dtype in self.dtypes and (self.differentiable or not needs_grad)
+        return dtype_name(dtype) in self.dtypes and (self.differentiable or not needs_grad)
 
 
 # Preference order within a method: fastest first, the reference last (always there).
@@ -74,7 +78,7 @@ BACKENDS = (
         "exact",
         frozenset({"cuda"}),
         "adaptiveblur.ops.triton",
-        dtypes=frozenset({torch.float32}),
+        dtypes=frozenset({"float32"}),
         graph_safe=True,
         fused=True,
     ),
@@ -100,12 +104,37 @@ class Choice:
     blur_tile: Callable[[TileInput], torch.Tensor]
 
 
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """``torch.float32`` (or ``"float32"``) as ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def check_names(method: str, backend: str | None) -> None:
+    """Raise :class:`InvalidParameterError` for an unknown method or backend name, or a
+    backend of another method."""
+    if method not in METHODS:
+        raise InvalidParameterError(
+            f"expected method to be one of {', '.join(METHODS)}, got {method!r}"
+        )
+    if backend in (None, "auto"):
+        return
+    named = [b for b in BACKENDS if b.name == backend]
+    if not named:
+        raise InvalidParameterError(
+            f"expected backend to be one of auto, {', '.join(BACKEND_NAMES)}, got {backend!r}"
+        )
+    if method != "auto" and named[0].method != method:
+        raise InvalidParameterError(
+            f"backend {backend!r} implements the {named[0].method} method, not {method}"
+        )
+
+
 def choose_backend(
     method: str,
     backend: str | None,
     device: torch.device,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = "float32",
     needs_grad: bool = False,
 ) -> Choice:
     """Pick the backend for ``method`` on ``device`` (``backend`` names one).
@@ -120,22 +149,10 @@ def choose_backend(
         InvalidParameterError: unknown method or backend name, or a backend of another method.
         DeviceUnavailableError: the named backend cannot run here (the message says why).
     """
-    if method not in METHODS:
-        raise InvalidParameterError(
-            f"expected method to be one of {', '.join(METHODS)}, got {method!r}"
-        )
+    check_names(method, backend)
     reference = _reference()
     if backend not in (None, "auto"):
-        named = [b for b in BACKENDS if b.name == backend]
-        if not named:
-            raise InvalidParameterError(
-                f"expected backend to be one of auto, {', '.join(BACKEND_NAMES)}, got {backend!r}"
-            )
-        chosen = named[0]
-        if method != "auto" and chosen.method != method:
-            raise InvalidParameterError(
-                f"backend {backend!r} implements the {chosen.method} method, not {method}"
-            )
+        chosen = next(b for b in BACKENDS if b.name == backend)
         reason = chosen.unavailable_reason(device)
         if reason is not None:
             raise DeviceUnavailableError(f"backend {backend!r} is not available: {reason}")
@@ -149,13 +166,13 @@ def choose_backend(
     raise DeviceUnavailableError(f"no backend for the {method} method runs on {device}")
 
 
-def fused_exact(device: torch.device, dtype: torch.dtype) -> Backend | None:
+def fused_exact(device: torch.device, dtype: torch.dtype | str) -> Backend | None:
     """The first fused exact backend that runs on ``device`` for tiles of ``dtype``, if any."""
     for backend in BACKENDS:
         if (
             backend.fused
             and backend.method == "exact"
-            and dtype in backend.dtypes
+            and dtype_name(dtype) in backend.dtypes
             and backend.unavailable_reason(device) is None
         ):
             return backend

@@ -1,7 +1,7 @@
 /*
  * Fused exact adaptive Gaussian blur for CPUs (the "native" backend).
  *
- * Compiled at first use by adaptiveblur/ops/native/build.py and loaded with ctypes. One call
+ * Compiled at first use by adaptiveblur/native/build.py and loaded with ctypes. One call
  * blurs a band of output rows of one batch item:
  *
  *   out(p) = sum_q w_p(q - p) I(q) / sum_q w_p(q - p),
@@ -55,7 +55,7 @@
 #endif
 
 /* Bumped whenever the exported functions change; native/build.py checks it. */
-#define ABI_VERSION 1
+#define ABI_VERSION 2
 
 /* One SIMD register. GCC and clang lower wider vector types to several registers, so
  * this only has to match the hardware for speed, not for correctness. */

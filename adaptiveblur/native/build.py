@@ -1,4 +1,4 @@
-"""Compile ``_native.c`` with the system C compiler, cache the build, load it with ctypes.
+"""Compile ``_native.c`` and ``_render.c`` with the system C compiler, cache the build, load it with ctypes.
 
 The compiler is ``$CC``, else ``cc``, ``gcc`` or ``clang``; flags ``-O3 -march=native``
 (retried without ``-march=native`` if that fails; never ``-ffast-math``). Builds are
@@ -25,8 +25,13 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("_native.c")
-ABI_VERSION = 1  # must match ABI_VERSION in _native.c
+# The blur kernel, and the fused samples-to-samples pipeline around it. Each is compiled
+# from a copy with a plain name: the kernel includes itself through __FILE__.
+SOURCES = {
+    "adaptiveblur_native.c": Path(__file__).with_name("_native.c"),
+    "adaptiveblur_render.c": Path(__file__).with_name("_render.c"),
+}
+ABI_VERSION = 2  # must match ABI_VERSION in _native.c
 BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=fast", "-std=gnu11")
 NATIVE_FLAGS = ("-march=native",)
 LIBRARIES = ("-lm",)
@@ -83,13 +88,13 @@ def compiler_command() -> list[str]:
 
 
 def build_library(directory: Path) -> Build:
-    """Compile :data:`SOURCE` into ``directory`` unless an identical build is already there.
+    """Compile :data:`SOURCES` into ``directory`` unless an identical build is already there.
 
     Raises:
         NativeBuildError: no working compiler, or the source does not compile.
     """
     try:
-        source = SOURCE.read_bytes()
+        sources = {name: path.read_bytes() for name, path in SOURCES.items()}
     except OSError as error:
         raise NativeBuildError(
             f"the kernel source is missing from the installation ({error})"
@@ -98,7 +103,7 @@ def build_library(directory: Path) -> Build:
     identity = _compiler_identity(command)
     digest = hashlib.sha256()
     for part in (
-        source,
+        *sources.values(),
         identity.encode(),
         " ".join(BASE_FLAGS + NATIVE_FLAGS).encode(),
         _machine_identity().encode(),
@@ -118,18 +123,18 @@ def build_library(directory: Path) -> Build:
         directory = Path(tempfile.mkdtemp(prefix="adaptiveblur-native-"))
         target = directory / target.name
         logger.warning("cache dir not writable; building the native kernel in %s", directory)
-    flags = _compile(command, source, target)
+    flags = _compile(command, sources, target)
     return Build(target, compiled=True, flags=flags)
 
 
-def _compile(command: list[str], source: bytes, target: Path) -> tuple[str, ...]:
+def _compile(command: list[str], sources: dict[str, bytes], target: Path) -> tuple[str, ...]:
     with tempfile.TemporaryDirectory(prefix="adaptiveblur-build-") as work:
-        # A copy with a plain name: the source includes itself through __FILE__.
-        (Path(work) / "adaptiveblur_native.c").write_bytes(source)
+        for name, text in sources.items():
+            (Path(work) / name).write_bytes(text)
         partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
         errors = []
         for flags in (BASE_FLAGS + NATIVE_FLAGS, BASE_FLAGS):
-            argv = [*command, *flags, "-o", str(partial), "adaptiveblur_native.c", *LIBRARIES]
+            argv = [*command, *flags, "-o", str(partial), *sources, *LIBRARIES]
             result = _run_compiler(argv, work)
             if result.returncode == 0 and partial.exists():
                 os.replace(partial, target)
