@@ -138,7 +138,7 @@ def codec_seconds(paths: list[Path], out: Path, jobs: int) -> float:
     """Wall seconds to decode and encode every file (its own format) in ``jobs`` threads.
 
     With the same functions the batch uses (``load_image(integers=True)``, ``save_image``:
-    JPEG quality 95 4:4:4, PNG at zlib level 3 with our encoder, atomic writes), so the
+    JPEG quality 95 4:4:4, PNG at zlib level 2 with our encoder, atomic writes), so the
     ratio shows what the blur adds to the I/O, nothing else.
     """
     shutil.rmtree(out, ignore_errors=True)

@@ -164,13 +164,14 @@ def subprocess_env() -> dict[str, str]:
 def run_subprocess(
     args: list[str], cwd: Path, **kwargs: object
 ) -> subprocess.CompletedProcess[bytes]:
-    """``python ARGS`` in ``cwd`` with :func:`subprocess_env`, captured, with a time limit."""
+    """``python ARGS`` in ``cwd`` with :func:`subprocess_env` (or ``env=``), captured, with a
+    time limit."""
+    kwargs.setdefault("env", subprocess_env())
     return subprocess.run(
         [sys.executable, *args],
         cwd=cwd,
         capture_output=True,
         timeout=SUBPROCESS_TIMEOUT,
-        env=subprocess_env(),
         **kwargs,  # type: ignore[call-overload]
     )
 

@@ -16,7 +16,7 @@ import typer
 from adaptiveblur._version import __version__
 from adaptiveblur.cli import allocator
 from adaptiveblur.cli.options import CommonOptions, with_common_options, with_flag_hint
-from adaptiveblur.cli.progress import PROG, BatchProgress, error, notice, stderr, tile_progress
+from adaptiveblur.cli.progress import PROG, BatchProgress, error, notice, say, tile_progress
 from adaptiveblur.errors import (
     EXIT_CODE_MEANINGS,
     EXIT_INTERNAL,
@@ -236,10 +236,9 @@ def _blur_files(common: CommonOptions, overwrite: bool, out_dir: str, **batch: o
         progress.close()
     failed = summary.count("failed")
     if not common.quiet:
-        stderr.print(
+        say(
             f"{summary.count('done')} done, {summary.count('skipped')} skipped, {failed} failed "
-            f"in {summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s)",
-            markup=False,
+            f"in {summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s)"
         )
     if failed:
         raise typer.Exit(EXIT_PARTIAL)
@@ -281,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _CommandLineError as failure:
         context = getattr(failure, "ctx", None)
         if type(failure).__name__ == "NoArgsIsHelpError" and context is not None:
-            stderr.print(context.get_help(), markup=False)  # a bare command: show its help
+            say(context.get_help())  # a bare command: show its help
             return EXIT_USAGE
         hint = f" (see '{context.command_path} --help')" if context is not None else ""
         error(f"{failure.format_message()}{hint}")

@@ -1,36 +1,50 @@
 """What the command line shows on stderr while it works: progress bars and per-file failures.
 
-Bars are drawn only when stderr is a terminal; failures are always reported.
+Bars are drawn only when stderr is a terminal; failures are always reported. rich is
+imported when something is first shown, so a quiet run that succeeds never loads it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
 from adaptiveblur.cli.options import with_flag_hint
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from adaptiveblur.batch import Task
     from adaptiveblur.batch.runner import Outcome
 
 PROG = "adaptiveblur"
-stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+
+@functools.cache
+def stderr() -> Console:
+    """The console on stderr that every message and bar goes to."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+
+def say(message: str) -> None:
+    """Print ``message`` as it is (no markup) on stderr."""
+    stderr().print(message, markup=False)
 
 
 def error(message: str) -> None:
     """Print ``adaptiveblur: error: message`` on stderr."""
-    stderr.print(f"{PROG}: error: {message}", markup=False)
+    say(f"{PROG}: error: {message}")
 
 
 def notice(message: str) -> None:
     """Print ``adaptiveblur: note: message`` on stderr (a choice the user should know of)."""
-    stderr.print(f"{PROG}: note: {message}", markup=False)
+    say(f"{PROG}: note: {message}")
 
 
 @contextmanager
@@ -80,7 +94,7 @@ class BatchProgress:
         if outcome.status == "failed":
             reason = with_flag_hint(outcome.reason or "unknown error", outcome.parameter)
             where = "" if outcome.task.source in reason else f"{outcome.task.source}: "
-            stderr.print(f"{PROG}: failed: {where}{reason}", markup=False)
+            say(f"{PROG}: failed: {where}{reason}")
 
     def close(self) -> None:
         """Take the bar away."""
@@ -93,7 +107,7 @@ def _bar(*columns: Any) -> Any:
     """A transient rich progress display on stderr with a time-remaining column."""
     from rich.progress import Progress, TimeRemainingColumn
 
-    return Progress(*columns, TimeRemainingColumn(), console=stderr, transient=True)
+    return Progress(*columns, TimeRemainingColumn(), console=stderr(), transient=True)
 
 
 def _size_of(path: str) -> int:
