@@ -128,39 +128,42 @@ class FileBlur:
         """
         image = self.load(source)
         route = self.route_for(image)
-        with devices.lease() as device:
-            replayer = None if replayers is None else replayers.get(device)
-            self.write(image, dest, route, device, replayer=replayer, make_folder=make_folder)
-        return device
+        return self.write(image, dest, route, devices, replayers=replayers, make_folder=make_folder)
 
     def write(
         self,
         image: io.Image,
         dest: str,
         route: Route,
-        device: str,
+        devices: DeviceTokens,
         *,
-        replayer: Replayer | None = None,
+        replayers: Mapping[str, Replayer] | None = None,
         progress: ProgressCallback | None = None,
         save_sigma: str | None = None,
         make_folder: bool = False,
-    ) -> None:
-        """Blur a loaded ``image`` by ``route`` (on ``device``, for torch) and write ``dest``.
+    ) -> str:
+        """Blur a loaded ``image`` by ``route`` on one of ``devices``, write ``dest``; returns
+        the device used.
 
-        ``save_sigma`` also writes the sigma map as a gray image, after the output.
+        The device is held for the blur alone: encoding and writing overlap the next
+        file's blur. ``save_sigma`` also writes the sigma map as a gray image, after the
+        output.
         """
         fmt = io.check_output_format(image.mode, self.options.output_format, dest)
-        if route.engine == "native":
-            result, sigma = self._blur_native(image, fmt, save_sigma is not None, progress)
-        else:
-            on_device = replace(self.settings, device=device, method=route.method)
-            result, sigma = self._blur_torch(image, on_device, replayer, save_sigma, progress)
+        with devices.lease() as device:
+            if route.engine == "native":
+                result, sigma = self._blur_native(image, fmt, save_sigma is not None, progress)
+            else:
+                on_device = replace(self.settings, device=device, method=route.method)
+                replayer = None if replayers is None else replayers.get(device)
+                result, sigma = self._blur_torch(image, on_device, replayer, save_sigma, progress)
         if make_folder:
             os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
         # The output first: if it fails, no sigma map is left behind either.
         io.save_image(result, dest, format=fmt, quality=self.options.quality)
         if save_sigma is not None and sigma is not None:
             io.save_image(sigma_image(sigma, self.settings.max_sigma), save_sigma)
+        return device
 
     def _blur_native(
         self, image: io.Image, fmt: str, keep_sigma: bool, progress: ProgressCallback | None
@@ -257,7 +260,8 @@ def run_file(
     route = job.route_for(image)
     if route.notice is not None and on_notice is not None:
         on_notice(route.notice)
-    job.write(image, dest, route, route.device, progress=progress, save_sigma=save_sigma)
+    devices = DeviceTokens([route.device])
+    job.write(image, dest, route, devices, progress=progress, save_sigma=save_sigma)
     return route
 
 

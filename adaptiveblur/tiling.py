@@ -56,19 +56,28 @@ def tile_side(bytes_per_pixel: int, max_memory: int, height: int, width: int) ->
     return max(1, min(math.isqrt(pixels), max(height, width)))
 
 
-def plan_tiles(height: int, width: int, side: int) -> list[Tile]:
+def plan_tiles(height: int, width: int, side: int, min_width: int = 1) -> list[Tile]:
     """Cover ``height x width`` with tiles of at most ``side x side``, row-major.
+
+    With ``min_width``, a last column of tiles narrower than that is joined to the one
+    before it (those tiles are then up to ``side + min_width - 1`` wide).
 
     Example:
         >>> [(t.y0, t.y1, t.x0, t.x1) for t in plan_tiles(3, 5, 3)]
         [(0, 3, 0, 3), (0, 3, 3, 5)]
+        >>> [(t.x0, t.x1) for t in plan_tiles(1, 7, 3, min_width=2)]
+        [(0, 3), (3, 7)]
     """
     if height < 1 or width < 1 or side < 1:
         raise ValueError(f"expected positive sizes, got {height}x{width} with side {side}")
+    starts = list(range(0, width, side))
+    if len(starts) > 1 and width - starts[-1] < min_width:
+        starts.pop()
+    ends = [*starts[1:], width]
     return [
-        Tile(y0, min(y0 + side, height), x0, min(x0 + side, width))
+        Tile(y0, min(y0 + side, height), x0, x1)
         for y0 in range(0, height, side)
-        for x0 in range(0, width, side)
+        for x0, x1 in zip(starts, ends, strict=True)
     ]
 
 

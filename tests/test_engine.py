@@ -180,7 +180,8 @@ def test_saved_sigma_map_is_the_same_on_both_routes(work, photo):
     for name in ("native", "torch"):
         job = FileBlur.open(settings, FileOptions(), Route(name, "cpu", "exact"))
         image = job.load(str(photo))
-        job.write(image, f"{name}.png", job.route_for(image), "cpu", save_sigma=f"{name}-s.png")
+        route = job.route_for(image)
+        job.write(image, f"{name}.png", route, DeviceTokens(["cpu"]), save_sigma=f"{name}-s.png")
     assert (work / "native-s.png").read_bytes() == (work / "torch-s.png").read_bytes()
     assert (work / "native.png").read_bytes() == (work / "torch.png").read_bytes()
 

@@ -18,6 +18,12 @@ from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, Tile, check_max_memory, plan
 
 ProgressCallback = Callable[[int, int], None]
 
+# No tile is narrower than this unless the image is: the native kernel blurs a tile
+# narrower than its SIMD group (up to 16 floats) transposed, summing in another order,
+# and the tiled result should be the untiled one (the fused command path never cuts
+# columns, so the two give the same samples).
+NARROWEST_TILE = 16
+
 
 def adaptive_blur(
     image: torch.Tensor,
@@ -106,7 +112,8 @@ def adaptive_blur(
     halo = None if sigma_bound is None else radius_for(sigma_bound, truncate)
     widest = 2 * radius_for(largest, truncate) + 1
     per_pixel = chosen.bytes_per_pixel(batch, channels, widest, source.element_size())
-    tiles = plan_tiles(height, width, tile_side(per_pixel, budget, height, width))
+    side = tile_side(per_pixel, budget, height, width)
+    tiles = plan_tiles(height, width, side, min_width=NARROWEST_TILE)
     output = torch.empty_like(source) if len(tiles) > 1 else source
     for done, tile in enumerate(tiles, start=1):
         arguments = (source, sigma_map, tile, truncate, border, chosen.blur_tile, budget, halo)
