@@ -12,8 +12,7 @@ CPU_PIXEL_COST) / (CPU_RATE * workers)`` seconds (``R`` the radius of ``max_sigm
 pixel is assumed to need the largest window); on a GPU the blur itself is nearly free but
 the command first pays :data:`GPU_START_SECONDS` (importing torch, starting CUDA, loading
 the kernel). Decoding and encoding cost the same either way, so they do not enter. The
-constants were measured with ``benchmarks/bench_native.py --cost-model`` (see
-``benchmarks/README.md``).
+constants were measured with ``benchmarks/bench_route.py`` (see ``benchmarks/README.md``).
 
 Without a C compiler the default method (``auto``) becomes the fast method, not the
 unfold reference (many times slower), and a :attr:`Route.notice` says so once.
@@ -28,12 +27,14 @@ from adaptiveblur.kernels import radius_for
 from adaptiveblur.native import library
 from adaptiveblur.settings import BlurSettings
 
-# Native-kernel work units (one per pixel, channel and (R + 1)^2 taps) per second per CPU.
-CPU_RATE = 6.0e9
+# Native-kernel work units (one per pixel, channel and (R + 1)^2 taps) per second per CPU,
+# on a photo whose sigma follows its luminance (fitted on a 16-core GPU host's CPU).
+CPU_RATE = 2.4e10
 # The per-pixel, per-channel cost of the fused path outside the window sums, in those units.
-CPU_PIXEL_COST = 20.0
-# What a command pays before a GPU blurs anything: import torch, CUDA context, kernel load.
-GPU_START_SECONDS = 4.0
+CPU_PIXEL_COST = 500.0
+# What a command pays before a GPU blurs anything: import torch, CUDA context, kernel load
+# (measured 5.3 s on an H200 host: a 1 MP run with --device cuda less one on the CPU).
+GPU_START_SECONDS = 5.0
 
 _INSTALL_COMPILER = "install a C compiler (cc, gcc or clang) or set CC"
 

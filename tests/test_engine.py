@@ -72,7 +72,7 @@ def test_auto_on_a_gpu_host_weighs_the_whole_command(monkeypatch):
     assert choose_route(small, pixels=10**6).engine == "native"  # one photo: the CPU
     assert choose_route(small, pixels=12 * 10**6).engine == "native"
     assert choose_route(small, pixels=10**6, files=5000).engine == "torch"  # a big batch
-    assert choose_route(BlurSettings(max_sigma=64), pixels=12 * 10**6).device == "auto"
+    assert choose_route(BlurSettings(max_sigma=128), pixels=12 * 10**6).device == "auto"
     # The crossing point is where the CPU's estimate passes the GPU's start-up.
     radius_units = (12 + 1) ** 2 + engine.CPU_PIXEL_COST
     files = engine.GPU_START_SECONDS * engine.CPU_RATE * 16 / (10**6 * 3 * radius_units)
