@@ -90,10 +90,10 @@ def blur_image(
         def recordable(samples: torch.Tensor) -> torch.Tensor:
             return blur_samples(samples, image, sigma_map, settings, sigma_bound=settings.max_sigma)
 
-        return _with_pixels(image, replayer.run(key, recordable, image.pixels))
+        return image.with_pixels(replayer.run(key, recordable, image.pixels))
     samples = torch.from_numpy(image.pixels).to(device)
     result = blur_samples(samples, image, sigma_map, settings, progress=progress)
-    return _with_pixels(image, result.cpu().numpy())
+    return image.with_pixels(result.cpu().numpy())
 
 
 def blur_samples(
@@ -180,15 +180,3 @@ def _replayable(settings: BlurSettings, device: torch.device) -> bool:
         return False
     chosen = choose_backend(settings.method, settings.backend, device)
     return chosen.backend.graph_safe
-
-
-def _with_pixels(image: io.Image, pixels: np.ndarray) -> io.Image:
-    """A new :class:`io.Image` of ``pixels`` with ``image``'s mode, depth and metadata."""
-    return io.Image(
-        pixels=pixels,
-        mode=image.mode,
-        bit_depth=image.bit_depth,
-        icc_profile=image.icc_profile,
-        exif=image.exif,
-        source_format=image.source_format,
-    )

@@ -190,7 +190,7 @@ class FileBlur:
             )
         except RuntimeError as error:  # the kernel went missing since the route was chosen
             raise DeviceUnavailableError(str(error)) from error
-        return _with_pixels(image, samples, depth), sigma
+        return image.with_pixels(samples, depth), sigma
 
     def _blur_torch(
         self,
@@ -279,18 +279,6 @@ def sigma_image(sigma_map: np.ndarray, max_sigma: float) -> io.Image:
     scale = max_sigma if max_sigma > 0 else 1.0
     pixels = (np.asarray(sigma_map, dtype=np.float32) / scale).clip(0.0, 1.0)
     return io.Image(pixels=pixels.astype(np.float32)[..., None], mode="L", bit_depth=16)
-
-
-def _with_pixels(image: io.Image, pixels: np.ndarray, bit_depth: int) -> io.Image:
-    """A new :class:`io.Image` of ``pixels`` with ``image``'s mode and metadata."""
-    return io.Image(
-        pixels=pixels,
-        mode=image.mode,
-        bit_depth=bit_depth,
-        icc_profile=image.icc_profile,
-        exif=image.exif,
-        source_format=image.source_format,
-    )
 
 
 def _size(image: io.Image) -> str:

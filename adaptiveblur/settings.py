@@ -12,10 +12,9 @@ from typing import Any
 from adaptiveblur import io
 from adaptiveblur.borders import DEFAULT_BORDER, check_border
 from adaptiveblur.devices import parse_device
-from adaptiveblur.errors import InvalidParameterError
 from adaptiveblur.kernels import DEFAULT_TRUNCATE, check_truncate
 from adaptiveblur.ops.registry import check_names
-from adaptiveblur.sigma import CHANNELS, DEFAULT_CHANNEL, check_mapping
+from adaptiveblur.sigma import DEFAULT_CHANNEL, check_channel, check_mapping
 from adaptiveblur.tiling import check_max_memory
 
 
@@ -50,10 +49,7 @@ class BlurSettings:
     def check(self) -> None:
         """Raise :class:`InvalidParameterError` for any bad value, before any work is done."""
         check_mapping(self.min_sigma, self.max_sigma, self.gamma)
-        if self.channel not in CHANNELS:
-            raise InvalidParameterError(
-                f"expected channel to be one of {', '.join(CHANNELS)}, got {self.channel!r}"
-            )
+        check_channel(self.channel)
         check_truncate(self.truncate)
         check_border(self.border)
         check_max_memory(self.max_memory)

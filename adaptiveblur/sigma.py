@@ -66,10 +66,7 @@ def intensity_source(mode: str, channel: str = DEFAULT_CHANNEL) -> tuple[str, in
         >>> intensity_source("RGBA", "alpha"), intensity_source("LA", "luminance")
         (('channel', 3), ('channel', 0))
     """
-    if channel not in CHANNELS:
-        raise InvalidParameterError(
-            f"expected channel to be one of {', '.join(CHANNELS)}, got {channel!r}"
-        )
+    check_channel(channel)
     if channel == "alpha":
         if not has_alpha(mode):
             raise InvalidParameterError(
@@ -81,6 +78,14 @@ def intensity_source(mode: str, channel: str = DEFAULT_CHANNEL) -> tuple[str, in
     if channel in ("luminance", "mean"):
         return channel, 0
     return "channel", _COLOR_INDEX[channel]
+
+
+def check_channel(channel: str) -> None:
+    """Raise :class:`InvalidParameterError` unless ``channel`` is one of :data:`CHANNELS`."""
+    if channel not in CHANNELS:
+        raise InvalidParameterError(
+            f"expected channel to be one of {', '.join(CHANNELS)}, got {channel!r}"
+        )
 
 
 def check_mapping(min_sigma: float, max_sigma: float, gamma: float) -> None:

@@ -83,6 +83,17 @@ class Image:
             return to_float(self.pixels, self.bit_depth)
         return np.asarray(self.pixels, dtype=np.float32)
 
+    def with_pixels(self, pixels: np.ndarray, bit_depth: int | None = None) -> Image:
+        """A new image of ``pixels`` with this one's mode and metadata (and depth, by default)."""
+        return Image(
+            pixels=pixels,
+            mode=self.mode,
+            bit_depth=self.bit_depth if bit_depth is None else bit_depth,
+            icc_profile=self.icc_profile,
+            exif=self.exif,
+            source_format=self.source_format,
+        )
+
     @property
     def has_alpha(self) -> bool:
         """Whether the last channel is alpha."""
