@@ -4,7 +4,10 @@ One table from one run on this machine. Every row is a whole-process command run
 ``subprocess`` (median wall time and median CPU time of ``--repeat`` runs, and the largest
 peak resident memory of the child, from ``os.wait4``'s ``ru_maxrss``), on a natural photo
 (``sample_images/astronaut.jpg`` resized with pillow, bicubic, saved as PNG in a temporary
-folder) at each ``--sizes`` and ``--sigmas`` (``sigma = max_sigma * Rec. 709 luma``):
+folder; with ``--image noisy`` it also gets seeded sensor-like grain,
+``_common.noisy_photo_image``, as a real photo of that size has) at each ``--sizes`` and
+``--sigmas`` (``sigma = max_sigma * Rec. 709 luma``; with ``--map`` the adaptiveblur rows read
+it from the same 8-bit gray PNG GEGL is given, ``--map GRAY``):
 
 * ``adaptiveblur run IN OUT --max-sigma S --quiet --device cpu --backend native`` (exact),
 * ``adaptiveblur ... --method fast`` (the levels backend),
@@ -72,12 +75,13 @@ import torch
 from _common import (  # benchmarks/_common.py, beside this script
     adaptiveblur_command,
     cpu_line,
-    load_photo,
     log,
     measure,
+    noisy_photo_image,
     parse_floats,
     parse_sizes,
     parsed,
+    photo_image,
 )
 from PIL import Image
 
@@ -300,11 +304,13 @@ def exact_reference(
     return blur_image(image, sigma, settings).pixels[..., :3].astype(np.float64)
 
 
-def reference_for(key: str, image: io.Image, gray: io.Image, sigma: float) -> np.ndarray:
+def reference_for(
+    key: str, image: io.Image, gray: io.Image, sigma: float, from_map: bool
+) -> np.ndarray:
     """The exact result each row is compared with (see ``AGAINST``)."""
     common = BlurSettings(max_sigma=sigma, device="cpu", backend="native")
     if key == "a":
-        return exact_reference(image, common)
+        return exact_reference(image, common, gray if from_map else None)
     if key == "i":
         return exact_reference(image, replace(common, border="replicate"))
     return exact_reference(image, replace(common, border="replicate", linear=True), gray)
@@ -431,6 +437,17 @@ def main() -> None:
         default=1,
         help="runs per reference-backend row (default 1: one takes 10-100 s here)",
     )
+    parser.add_argument(
+        "--image",
+        choices=("photo", "noisy"),
+        default="photo",
+        help="the resized sample photo, or the same with seeded grain (default: photo)",
+    )
+    parser.add_argument(
+        "--map",
+        action="store_true",
+        help="adaptiveblur rows take sigma from the 8-bit gray PNG (--map), as GEGL does",
+    )
     parser.add_argument("--output", help="also write the report (markdown) to this file")
     parser.add_argument("--keep", help="work in this folder and keep the images and outputs")
     args = parser.parse_args()
@@ -488,13 +505,13 @@ def benchmark(
     reference_rate: float | None = None  # measured seconds per (MP x window pixel)
     skipped: list[Row] = []
 
-    photo = load_photo()
+    make_image = noisy_photo_image if args.image == "noisy" else photo_image
     for width, height in sizes:
         label = size_label(width, height)
         repeat = repeat_large if width * height >= LARGE_PIXELS else args.repeat
         name = f"in-{width}x{height}.png"
         gray_name = f"gray-{width}x{height}.png"
-        photo.resize((width, height), Image.Resampling.BICUBIC).save(folder / name)
+        make_image(width, height).save(folder / name)
         image = io.load_image(str(folder / name))
         luma = np.clip(image.pixels[..., :3].astype(np.float64) @ np.array(REC709_LUMA), 0.0, 1.0)
         Image.fromarray(np.rint(luma * 255).astype(np.uint8), "L").save(folder / gray_name)
@@ -505,6 +522,7 @@ def benchmark(
         for sigma in sigmas:
             log(f"{label}, max-sigma {sigma:g}: {repeat} run(s) per row")
             base = ["run", name, "OUT", "--max-sigma", f"{sigma:g}", "--quiet", "--device", "cpu"]
+            base += ["--map", gray_name] if args.map else []
             commands = {
                 "adaptiveblur exact (native)": [*ab, *base, "--backend", "native"],
                 "adaptiveblur fast": [*ab, *base, "--method", "fast"],
@@ -542,7 +560,9 @@ def benchmark(
                 row.against = "g" if tool == "GEGL" else "i" if tool == "ImageMagick" else "a"
                 if row.against not in references:
                     log(f"  exact reference ({row.against})")
-                    references[row.against] = reference_for(row.against, image, gray, sigma)
+                    references[row.against] = reference_for(
+                        row.against, image, gray, sigma, args.map
+                    )
                 row.psnr, row.max_lsb = errors_against(
                     decode(folder / out_name), references[row.against]
                 )
@@ -606,7 +626,10 @@ def render(
     out.append(
         "Input: sample_images/astronaut.jpg (512×512) resized with pillow (bicubic) to "
         + ", ".join(f"{w}×{h}" for w, h in sizes)
-        + ", saved as PNG; sigma = max σ × Rec. 709 luma (max σ "
+        + (" with seeded Gaussian grain" if args.image == "noisy" else "")
+        + ", saved as PNG; sigma = max σ × Rec. 709 luma"
+        + (" read from the 8-bit gray PNG (--map)" if args.map else "")
+        + " (max σ "
         + ", ".join(f"{s:g}" for s in sigmas)
         + "). Runs per row: "
         + (
@@ -635,7 +658,7 @@ def render(
     out.append("")
     notes = [
         "Whole process = the command from start to exit: interpreter and library start-up "
-        "(torch import for adaptiveblur), PNG decode, sigma map, blur, PNG encode. CPU s = user "
+        "(torch only where the command needs it), PNG decode, sigma map, blur, PNG encode. CPU s = user "
         "+ system time of the child; peak RSS = the child's ru_maxrss from os.wait4 (forked by "
         "a small launcher, so the benchmark's own size is not inherited). Blur only = "
         "`adaptive_blur` on the decoded float32 (3, H, W) tensor in this process, median after "

@@ -37,6 +37,7 @@ from _common import (  # benchmarks/_common.py, beside this script
 from adaptiveblur import adaptive_blur
 from adaptiveblur.borders import read_window
 from adaptiveblur.kernels import DEFAULT_TRUNCATE, radius_map
+from adaptiveblur.native import library
 from adaptiveblur.ops import native
 from adaptiveblur.ops.tile import TileInput
 
@@ -93,7 +94,7 @@ def startup_times() -> tuple[float, float]:
 
 def machine() -> str:
     kernels = library.kernels()
-    lanes = "" if isinstance(kernels, str) else f", {kernels.lanes[torch.float32]} float32 lanes"
+    lanes = "" if isinstance(kernels, str) else f", {kernels.lanes['float32']} float32 lanes"
     flags = "" if isinstance(kernels, str) else " ".join(kernels.build.flags) or "(cached build)"
     return (
         f"{machine_line()}; torch {torch.__version__} with "

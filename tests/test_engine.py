@@ -213,6 +213,9 @@ def test_run_on_the_cpu_imports_no_torch(work, photo):
         imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.decode().splitlines()]
         assert "numpy" in imported  # the listing is there
         assert not [name for name in imported if name.split(".")[0] == "torch"], extra
+        # Neither pydantic (typer 0.29 and later) nor pillow's full plugin list is loaded:
+        # each costs more than the blur of a small image.
+        assert "pydantic" not in imported and "PIL.DdsImagePlugin" not in imported, extra
 
 
 @needs_kernel

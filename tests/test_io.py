@@ -647,8 +647,8 @@ def test_format_for_path() -> None:
 
 
 def test_readable_extensions() -> None:
-    assert {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"} <= abio.READABLE_EXTENSIONS
-    assert all(ext.startswith(".") and ext == ext.lower() for ext in abio.READABLE_EXTENSIONS)
+    assert {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"} <= abio.readable_extensions()
+    assert all(ext.startswith(".") and ext == ext.lower() for ext in abio.readable_extensions())
     assert set(abio.SUPPORTED_OUTPUT_FORMATS) <= {"PNG", "JPEG", "TIFF", "WEBP", "BMP"}
 
 

@@ -95,7 +95,7 @@ def blur_files(
     if shard is not None:
         plan.check_shard(*shard)
     if in_dir is not None:
-        relatives = plan.discover(in_dir, patterns, recursive, io.READABLE_EXTENSIONS)
+        relatives = plan.discover(in_dir, patterns, recursive, io.readable_extensions())
         sources = [os.path.join(in_dir, relative) for relative in relatives]
     else:
         assert sources is not None

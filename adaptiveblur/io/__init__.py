@@ -13,12 +13,12 @@ from adaptiveblur.io.atomic import write_text_atomically
 from adaptiveblur.io.decode import DEFAULT_MAX_PIXELS, image_size, load_image
 from adaptiveblur.io.encode import save_image
 from adaptiveblur.io.formats import (
-    READABLE_EXTENSIONS,
     SUPPORTED_OUTPUT_FORMATS,
     check_output_format,
     check_quality,
     format_for_path,
     output_bit_depth,
+    readable_extensions,
 )
 from adaptiveblur.io.image import (
     ALPHA_MODES,
@@ -36,7 +36,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MAX_VALUE",
     "MODES",
-    "READABLE_EXTENSIONS",
+    "readable_extensions",
     "SAMPLE_TYPES",
     "SUPPORTED_OUTPUT_FORMATS",
     "Image",

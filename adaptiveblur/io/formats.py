@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, BinaryIO
 
@@ -42,16 +43,18 @@ _JPEG_MAX_EXIF = 65533  # one APP1 marker; larger EXIF blocks are dropped for JP
 _WEBP_LOSSLESS_QUALITY = 100  # quality 100 means lossless WebP rather than "lossy, best"
 
 
-def _readable_extensions() -> frozenset[str]:
-    """Extensions (lower case, with the dot) of every format pillow can open."""
+@functools.cache
+def readable_extensions() -> frozenset[str]:
+    """Extensions (lower case, with the dot) of every format pillow can open.
+
+    Asking pillow loads every one of its format plugins, which costs more than decoding a
+    small image; so it is asked only when a folder is listed, not when the module loads.
+    """
     return frozenset(
         ext.lower()
         for ext, name in PILImage.registered_extensions().items()
         if name in PILImage.OPEN
     )
-
-
-READABLE_EXTENSIONS: frozenset[str] = _readable_extensions()
 
 
 def format_for_path(path: str | os.PathLike[str]) -> str | None:
