@@ -23,6 +23,7 @@ from typing import Any
 from adaptiveblur._version import __version__
 from adaptiveblur.errors import (
     AdaptiveBlurError,
+    BrokenPipeOutputError,
     DeviceUnavailableError,
     InputImageError,
     InvalidParameterError,
@@ -48,6 +49,7 @@ _LAZY = {
 
 __all__ = [
     "AdaptiveBlurError",
+    "BrokenPipeOutputError",
     "DeviceUnavailableError",
     "InputImageError",
     "InvalidParameterError",

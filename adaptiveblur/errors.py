@@ -20,6 +20,7 @@ EXIT_DEVICE = 5
 EXIT_PARTIAL = 6
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a process SIGPIPE killed
 
 EXIT_CODE_MEANINGS: dict[int, str] = {
     EXIT_OK: "ok",
@@ -30,6 +31,7 @@ EXIT_CODE_MEANINGS: dict[int, str] = {
     EXIT_PARTIAL: "some files of a batch failed",
     EXIT_INTERNAL: "internal error",
     EXIT_INTERRUPTED: "interrupted",
+    EXIT_BROKEN_PIPE: "the reader closed the output pipe early",
 }
 
 
@@ -77,6 +79,16 @@ class OutputImageError(AdaptiveBlurError, OSError):
     exit_code = EXIT_OUTPUT
 
 
+class BrokenPipeOutputError(OutputImageError, BrokenPipeError):
+    """The output is a pipe whose reader went away before it had everything (``| head``).
+
+    Not a failure of the output itself: the command line ends quietly, with
+    :data:`EXIT_BROKEN_PIPE`, as a program killed by SIGPIPE would.
+    """
+
+    exit_code = EXIT_BROKEN_PIPE
+
+
 class DeviceUnavailableError(AdaptiveBlurError, RuntimeError):
     """The requested device or backend is not available on this machine."""
 
@@ -97,6 +109,7 @@ _OS_REASONS = {
     errno.EPERM: "permission denied",
     errno.ENOSPC: "no space left on the device",
     errno.EROFS: "the file system is read-only",
+    errno.EPIPE: "the reader closed the pipe",
 }
 
 

@@ -19,7 +19,7 @@ from adaptiveblur.color import linear_to_srgb, srgb_to_linear
 from adaptiveblur.devices import resolve_device
 from adaptiveblur.ops.blur import adaptive_blur
 from adaptiveblur.ops.registry import choose_backend
-from adaptiveblur.sigma import intensity, sigma_from_intensity
+from adaptiveblur.sigma import intensity, normalised_by_range, sigma_from_intensity
 
 if TYPE_CHECKING:
     from adaptiveblur.ops.blur import ProgressCallback
@@ -39,22 +39,34 @@ class Replayer(Protocol):
 
 
 def sigma_map_for(image: io.Image, settings: BlurSettings) -> torch.Tensor:
-    """The ``(H, W)`` float32 sigma map of ``image`` (an input, or a map file's image), on the CPU."""
+    """The ``(H, W)`` float32 sigma map of ``image`` (an input, or a map file's image), on the CPU.
+
+    A 32-bit float image's values are normalised by their range first (see
+    :func:`adaptiveblur.sigma.normalised_by_range`).
+    """
     return _sigma_of(to_planes(torch.from_numpy(image.pixels), image.bit_depth), image, settings)
 
 
 def resized_map(sigma_source: io.Image, height: int, width: int) -> io.Image:
-    """``sigma_source`` resized (bilinear, antialiased) to ``height x width``, as float pixels."""
+    """``sigma_source`` resized (bilinear, antialiased) to ``height x width``, as float pixels.
+
+    A 32-bit float map is normalised by its own range first, then resized: the result
+    holds values in ``[0, 1]`` (as a 16-bit map's float pixels), so its sigma follows the
+    map file's range, not the resized one's.
+    """
     if sigma_source.pixels.shape[:2] == (height, width):
         return sigma_source
     planes = torch.from_numpy(np.ascontiguousarray(sigma_source.float_pixels().transpose(2, 0, 1)))
+    bit_depth = sigma_source.bit_depth
+    if bit_depth == io.FLOAT_DEPTH:
+        planes, bit_depth = normalised_by_range(planes), 16
     resized = torch.nn.functional.interpolate(
         planes[None], size=(height, width), mode="bilinear", align_corners=False, antialias=True
     )[0]
     return io.Image(
         pixels=resized.clamp(0, 1).permute(1, 2, 0).contiguous().numpy(),
         mode=sigma_source.mode,
-        bit_depth=sigma_source.bit_depth,
+        bit_depth=bit_depth,
     )
 
 
@@ -76,6 +88,10 @@ def blur_image(
     Alpha images are blurred premultiplied (colour times alpha, then divided by the
     blurred alpha), so transparent pixels lend no colour and no dark fringes appear.
     With ``settings.linear`` the colour is blurred in linear light (sRGB decoded).
+
+    A 32-bit float image (``bit_depth`` 32, values in any units) is blurred as it is:
+    not clipped, and ``settings.linear`` leaves it alone (its values are not
+    sRGB-encoded); its own sigma comes from its values normalised by their range.
 
     With a ``replayer`` and a backend that queues without reading back (one declared
     graph-safe), repeated shapes replay a recorded run; the sigma map is then at most
@@ -114,10 +130,12 @@ def blur_samples(
     pixels = to_planes(samples, layout.bit_depth)
     if sigma_map is None:
         sigma_map = _sigma_of(pixels, layout, settings)
+    as_stored = layout.bit_depth == io.FLOAT_DEPTH  # float values in any units: no curve, no clip
+    linear = settings.linear and not as_stored
     alpha_too = io.has_alpha(layout.mode)
     color_count = pixels.shape[0] - (1 if alpha_too else 0)
     color = pixels[:color_count]
-    if settings.linear:
+    if linear:
         color = srgb_to_linear(color)
     stacked = (
         torch.cat([color * pixels[color_count:], pixels[color_count:]]) if alpha_too else color
@@ -135,8 +153,9 @@ def blur_samples(
         out_alpha = blurred[color_count:].clamp(0.0, 1.0)
         opaque = out_alpha > _ALPHA_FLOOR
         out_color = torch.where(opaque, out_color / out_alpha.clamp_min(_ALPHA_FLOOR), color)
-    out_color = out_color.clamp(0.0, 1.0)
-    if settings.linear:
+    if not as_stored:
+        out_color = out_color.clamp(0.0, 1.0)
+    if linear:
         out_color = linear_to_srgb(out_color)
     result = torch.cat([out_color, out_alpha]) if alpha_too else out_color
     if samples.dtype == torch.uint8:
@@ -165,6 +184,8 @@ def to_planes(samples: torch.Tensor, bit_depth: int) -> torch.Tensor:
 
 def _sigma_of(pixels: torch.Tensor, layout: io.Image, settings: BlurSettings) -> torch.Tensor:
     value = intensity(pixels, layout.mode, settings.channel)
+    if layout.bit_depth == io.FLOAT_DEPTH:  # arbitrary units: their own range spans the sigmas
+        value = normalised_by_range(value)
     return sigma_from_intensity(
         value,
         min_sigma=settings.min_sigma,

@@ -2,6 +2,8 @@
 
 The blur goes by the file's :class:`~adaptiveblur.engine.Route`: the fused native path
 (no torch is imported) or torch (:mod:`adaptiveblur.render`, imported when first used).
+32-bit float images and maps take the torch engine (the fused path reads integer
+samples); on the CPU it runs the same exact method through the native backend.
 Raises library errors; never prints, never exits (that is :mod:`adaptiveblur.cli`'s job).
 Nothing is written unless the whole result is ready (outputs are written atomically).
 """
@@ -22,6 +24,7 @@ import numpy as np
 from adaptiveblur import io
 from adaptiveblur.engine import Route, choose_route
 from adaptiveblur.errors import DeviceUnavailableError, InputImageError, OutputImageError
+from adaptiveblur.io.decode import source_name
 from adaptiveblur.settings import BlurSettings, FileOptions
 
 if TYPE_CHECKING:
@@ -55,7 +58,9 @@ class FileBlur:
     """Blur files with fixed settings; the map file, if any, is decoded once for all of them.
 
     ``route`` fixes the route of every file (a batch decides it once); without it each
-    file gets its own (:func:`adaptiveblur.engine.choose_route`). Thread-safe: a batch's
+    file gets its own (:func:`adaptiveblur.engine.choose_route`). A file that is a 32-bit
+    float image, or any file with a float map, goes by torch even where the fixed route is
+    the fused native path, which reads integer samples only. Thread-safe: a batch's
     threads share one instance.
     """
 
@@ -80,7 +85,13 @@ class FileBlur:
     def open(
         cls, settings: BlurSettings, options: FileOptions, route: Route | None = None
     ) -> FileBlur:
-        """Check the settings and options, and decode ``options.map_path`` (when given)."""
+        """Check the settings and options, and decode ``options.map_path`` (when given).
+
+        Raises:
+            InvalidParameterError: a bad setting or option.
+            InputImageError: the map cannot be read, or it is a float map with NaN or
+                infinite values.
+        """
         settings.check()
         options.check()
         sigma_source = None
@@ -88,26 +99,36 @@ class FileBlur:
             sigma_source = io.load_image(
                 options.map_path, max_pixels=options.max_pixels, integers=True
             )
+            check_finite(sigma_source, f"map '{options.map_path}'")
         return cls(settings, options, sigma_source, route)
 
     def load(self, source: str) -> io.Image:
         """Decode ``source`` (integer samples) and check the map fits it.
 
         Raises:
-            InputImageError: unreadable, too large, or a map of another size without
-                ``resize_map``.
+            InputImageError: unreadable, not a regular file, too large, a float image with
+                NaN or infinite values, or a map of another size without ``resize_map``.
         """
         image = io.load_image(source, max_pixels=self.options.max_pixels, integers=True)
+        check_finite(image, f"'{source_name(source)}'")
         if self.sigma_source is not None and not self.options.resize_map:
             check_map_size(self.sigma_source, image)
         return image
 
     def route_for(self, image: io.Image) -> Route:
-        """This job's fixed route, or the one chosen for ``image``."""
+        """This job's fixed route, or the one chosen for ``image`` (torch for float data)."""
+        floats = any(
+            source is not None and source.bit_depth == io.FLOAT_DEPTH
+            for source in (image, self.sigma_source)
+        )
         if self.route is not None:
+            if floats and self.route.engine == "native":
+                return replace(self.route, engine="torch")
             return self.route
         height, width, channels = image.pixels.shape
-        return choose_route(self.settings, pixels=height * width, channels=channels)
+        return choose_route(
+            self.settings, pixels=height * width, channels=channels, needs_torch=floats
+        )
 
     def blur(
         self,
@@ -123,9 +144,13 @@ class FileBlur:
         ``replayers`` (by device) replay the blur of repeated shapes; ``make_folder``
         creates ``dest``'s folder when it is missing (only once the result is ready).
 
+        Only a regular file is read: anything else (a pipe, a socket, a device, a link to
+        nothing) fails with the reason and is never opened, so it cannot hold the batch up.
+
         Raises:
             InputImageError, OutputImageError, InvalidParameterError, DeviceUnavailableError.
         """
+        io.check_regular_file(source)
         image = self.load(source)
         route = self.route_for(image)
         return self.write(image, dest, route, devices, replayers=replayers, make_folder=make_folder)
@@ -148,8 +173,14 @@ class FileBlur:
         The device is held for the blur alone: encoding and writing overlap the next
         file's blur. ``save_sigma`` also writes the sigma map as a gray image, after the
         output.
+
+        Raises:
+            OutputImageError: the format cannot hold the image (checked before the blur:
+                alpha, or float values outside ``[0, 1]`` in a format other than TIFF), or
+                the write failed.
         """
         fmt = io.check_output_format(image.mode, self.options.output_format, dest)
+        io.check_float_range(image, fmt)  # the blur keeps values within the input's range
         with devices.lease() as device:
             if route.engine == "native":
                 result, sigma = self._blur_native(image, fmt, save_sigma is not None, progress)
@@ -205,6 +236,8 @@ class FileBlur:
 
         height, width = image.pixels.shape[:2]
         device = str(resolve_device(settings.device))
+        if device == "cpu":
+            _fit_torch_threads()
         sigma_map = None  # derived from the image by the blur, on its device
         if self.sigma_source is not None:
             sigma_map = self._map_sigma(height, width, device)
@@ -265,6 +298,31 @@ def run_file(
     return route
 
 
+def _fit_torch_threads() -> None:
+    """Keep this thread's torch CPU threads within :func:`adaptiveblur.cpus.usable_cpus`.
+
+    torch sizes its pool by the cores it sees, not by a cgroup quota or a SLURM
+    allotment; more threads than the process may use only get throttled. A lower count
+    (set by the user, or by a batch for its worker processes) is kept. Called by the
+    thread that runs the blur: a thread that has used torch keeps its own count when
+    another thread sets one.
+    """
+    import torch
+
+    from adaptiveblur.cpus import usable_cpus
+
+    usable = usable_cpus()
+    if torch.get_num_threads() > usable:
+        torch.set_num_threads(usable)
+
+
+def check_finite(image: io.Image, what: str) -> None:
+    """Raise :class:`InputImageError` when a float image (``what``: ``"map 'd.tif'"``) holds
+    NaN or infinite values, which no sigma or blur can be computed from."""
+    if image.bit_depth == io.FLOAT_DEPTH and not np.isfinite(image.pixels).all():
+        raise InputImageError(f"{what} has NaN or infinite values")
+
+
 def check_map_size(sigma_source: io.Image, image: io.Image) -> None:
     """Raise :class:`InputImageError` when a map is not the image's size (``resize_map`` fixes it)."""
     if sigma_source.pixels.shape[:2] != image.pixels.shape[:2]:
@@ -313,6 +371,8 @@ def refuse_clobbering(
 def check_writable(path: str | None) -> None:
     """Fail early when ``path`` cannot be created: missing or read-only folder, or a folder itself.
 
+    An existing device or FIFO (written in place) needs write permission on itself alone.
+
     Raises:
         OutputImageError: the reason it cannot.
     """
@@ -320,6 +380,10 @@ def check_writable(path: str | None) -> None:
         return
     if os.path.isdir(path):
         raise OutputImageError(f"cannot write {path!r}: it is a directory")
+    if os.path.exists(path) and not os.path.isfile(path):  # a device or FIFO: written in place
+        if not os.access(path, os.W_OK):
+            raise OutputImageError(f"cannot write {path!r}: permission denied")
+        return
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise OutputImageError(f"cannot write {path!r}: the folder {folder!r} does not exist")

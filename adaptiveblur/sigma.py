@@ -2,7 +2,10 @@
 
 ``sigma = min_sigma + (max_sigma - min_sigma) * curve(v)`` where ``v`` in ``[0, 1]`` is the
 chosen intensity (Rec. 709 luminance by default), ``curve(v) = v ** gamma`` and
-``invert`` uses ``1 - v`` instead of ``v`` (dark pixels blur most).
+``invert`` uses ``1 - v`` instead of ``v`` (dark pixels blur most). A 32-bit float image
+or map holds values in arbitrary units (a depth map in metres), so its ``v`` is its value
+normalised by its own range (:func:`normalised_by_range`: the minimum gives
+``min_sigma``, the maximum ``max_sigma``).
 
 Each step is one float32 operation (the curve is computed in float64 and rounded once),
 so the fused native path (``_render.c``) repeats it bit for bit. torch is imported by the
@@ -134,6 +137,25 @@ def sigma_from_intensity(
     if gamma != 1.0:
         v = v.to(torch.float64).pow_(gamma).to(value.dtype)
     return v.mul_(max_sigma - min_sigma).add_(min_sigma)
+
+
+def normalised_by_range(value: torch.Tensor) -> torch.Tensor:
+    """``(value - min) / (max - min)`` over the whole tensor: 0 at its minimum, 1 at its
+    maximum; all 0 when it is constant (sigma is then ``min_sigma`` everywhere).
+
+    Nothing is read back to the host, so the call can be recorded in a CUDA graph.
+    ``value`` must be finite (a NaN or an infinity makes every result NaN).
+
+    Example:
+        >>> import torch
+        >>> normalised_by_range(torch.tensor([2.0, 4.0, 3.0]))
+        tensor([0.0000, 1.0000, 0.5000])
+    """
+    import torch
+
+    low = value.amin()
+    span = value.amax() - low
+    return (value - low) / torch.where(span > 0, span, torch.ones_like(span))
 
 
 @functools.cache

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from adaptiveblur.errors import InvalidParameterError
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes the engine may use for temporaries at once
-MIN_TILE_PIXELS = 32 * 32  # below this, split the window into row chunks instead
+MIN_TILE_SIDE = 32
+MIN_TILE_PIXELS = (
+    MIN_TILE_SIDE * MIN_TILE_SIDE
+)  # below this, split the window into row chunks instead
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,73 @@ def plan_tiles(height: int, width: int, side: int, min_width: int = 1) -> list[T
         for y0 in range(0, height, side)
         for x0, x1 in zip(starts, ends, strict=True)
     ]
+
+
+def padded_bytes(rows: int, cols: int, halo: int, planes: int, element: int) -> int:
+    """Bytes of ``planes`` planes of ``rows x cols`` pixels read with a halo of ``halo``."""
+    return planes * element * (rows + 2 * halo) * (cols + 2 * halo)
+
+
+def check_window(
+    rows: int,
+    cols: int,
+    planes: int,
+    element: int,
+    halo: int,
+    max_memory: int,
+    *,
+    truncate: float,
+) -> None:
+    """Raise unless the smallest piece an engine holds at once fits in memory.
+
+    An engine reads each piece of the image (``rows x cols`` output pixels: a row band, a
+    tile) with a halo of the largest window radius around it. The halo does not shrink
+    with the piece, so a window far wider than the image needs more memory than any
+    tiling saves. A budget is what tiles aim for; the smallest piece is never cut
+    further, so it may take more than a small budget. The limit here is the larger of
+    ``max_memory`` and :data:`DEFAULT_MAX_MEMORY`: a piece above it is refused, and the
+    error says which ``max_sigma`` would fit.
+
+    Args:
+        rows, cols: the smallest piece the engine can blur at a time.
+        planes: planes read per piece (images in the batch times channels).
+        element: bytes per sample the engine reads (4 for float32).
+        halo: the radius of the widest window.
+        max_memory: the budget, in bytes.
+        truncate: the window radius per sigma, for the message.
+
+    Raises:
+        InvalidParameterError: the piece does not fit (``parameter`` is ``"max_memory"``).
+    """
+    limit = max(max_memory, DEFAULT_MAX_MEMORY)
+    needed = padded_bytes(rows, cols, halo, planes, element)
+    if needed <= limit:
+        return
+    low, high = 0, halo  # the widest halo that fits lies in [low, high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if padded_bytes(rows, cols, middle, planes, element) <= limit:
+            low = middle
+        else:
+            high = middle
+    fits = padded_bytes(rows, cols, low, planes, element) <= limit
+    largest = math.floor(low / truncate * 10) / 10 if fits else 0.0
+    raise InvalidParameterError(
+        f"a window of radius {halo} needs {_size(needed)} for each {rows}x{cols} piece "
+        f"of the image, more than max_memory allows ({_size(limit)}); at that budget the "
+        f"largest max_sigma is {largest:g}",
+        parameter="max_memory",
+    )
+
+
+def _size(count: int) -> str:
+    """``1536`` to ``"1.5 KiB"``."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:

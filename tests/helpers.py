@@ -14,6 +14,7 @@ import pytest
 from PIL import Image as PILImage
 
 from adaptiveblur import io as abio
+from adaptiveblur.batch.manifest import MANIFEST_PREFIX
 
 HEIGHT, WIDTH = 17, 23  # a small image of odd sizes
 EXACT = 1e-5  # float32 against the float64 oracle: the documented promise
@@ -108,9 +109,20 @@ def pixels_of(path: Path) -> np.ndarray:
 # ---- folders ----------------------------------------------------------------------------
 
 
-def files_under(root: Path) -> set[str]:
-    """Every file below ``root`` (hidden ones included), as ``/``-separated relative names."""
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()}
+def files_under(root: Path, *, manifests: bool = False) -> set[str]:
+    """Every file below ``root`` (hidden ones included), as ``/``-separated relative names;
+    a batch's manifest files only with ``manifests``."""
+    return {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if not p.is_dir() and (manifests or not is_manifest(p))
+    }
+
+
+def is_manifest(path: Path) -> bool:
+    """Whether ``path`` is a manifest a batch keeps in its output folder (see
+    :mod:`adaptiveblur.batch.manifest`)."""
+    return path.name.startswith(MANIFEST_PREFIX)
 
 
 def temporaries(root: Path) -> list[str]:
@@ -118,11 +130,13 @@ def temporaries(root: Path) -> list[str]:
     return sorted(name for name in files_under(root) if name.endswith(".tmp"))
 
 
-def snapshot(directory: Path) -> dict[str, bytes | None]:
-    """Every entry under ``directory``: files with their bytes, folders as ``None``."""
+def snapshot(directory: Path, *, manifests: bool = True) -> dict[str, bytes | None]:
+    """Every entry under ``directory``: files with their bytes, folders as ``None``; without
+    ``manifests``, a batch's manifest files are left out (they record modification times)."""
     return {
         str(path.relative_to(directory)): None if path.is_dir() else path.read_bytes()
         for path in sorted(directory.rglob("*"))
+        if manifests or not is_manifest(path)
     }
 
 

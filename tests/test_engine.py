@@ -6,7 +6,6 @@ route; without a C compiler the default must fall back to the fast method, sayin
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from adaptiveblur.native import library
 from adaptiveblur.native.render import unavailable_reason
 from adaptiveblur.run import DeviceTokens, FileBlur, run_file
 from adaptiveblur.settings import BlurSettings, FileOptions
-from tests.helpers import cli, pixels_of, run_subprocess, subprocess_env
+from tests.helpers import cli, files_under, pixels_of, run_subprocess, subprocess_env
 from tests.oracle import png16_bytes
 
 needs_kernel = pytest.mark.skipif(
@@ -265,7 +264,7 @@ def test_without_a_compiler_the_command_says_so_once(work, photo, tmp_path_facto
     assert batch.returncode == 0, batch.stderr.decode()
     notes = [line for line in batch.stderr.decode().splitlines() if "note:" in line]
     assert len(notes) == 1
-    assert sorted(os.listdir(work / "out")) == ["a.png", "b.png"]
+    assert files_under(work / "out") == {"a.png", "b.png"}
 
 
 @needs_kernel

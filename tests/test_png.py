@@ -8,7 +8,6 @@ The 16-bit PNG reader is checked against PNGs built here by a plain per-byte fil
 from __future__ import annotations
 
 import io
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -207,7 +206,7 @@ def test_parallel_deflate_is_one_valid_zlib_stream(
     monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator, level: int, cpus: int
 ) -> None:
     monkeypatch.setattr(png, "PARALLEL_DEFLATE_PIECE", 5000)  # many pieces from small data
-    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(png, "usable_cpus", lambda: cpus)
     # Compressible (repeats farther apart than a piece) and incompressible parts.
     motif = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
     data = memoryview(motif * 7 + rng.integers(0, 256, 11_111, dtype=np.uint8).tobytes() + motif)
@@ -224,7 +223,7 @@ def test_png_in_parallel_pieces_round_trips_and_pillow_reads_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator, mode: str, depth: int
 ) -> None:
     monkeypatch.setattr(png, "PARALLEL_DEFLATE_PIECE", 2000)
-    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(png, "usable_cpus", lambda: 3)
     values = random_values(rng, 61, 37, CHANNELS[mode], depth)
     values[20:40] = values[0:20]  # something for the deflate to find across pieces
     path = tmp_path / "out.png"

@@ -1,12 +1,16 @@
-"""Many files: :func:`blur_files` plans, shards, spreads over devices, runs and reports.
+"""Many files: :func:`blur_files` plans, shards, spreads over devices, runs and reports;
+:func:`plan_files` says what it would do, touching nothing.
 
-``plan`` decides which files and where their results go (pure paths), ``runner`` takes
-each through :class:`adaptiveblur.run.FileBlur`, ``workers`` runs tasks in threads or
-worker processes, ``graphs`` replays repeated shapes from recorded CUDA graphs.
+``plan`` decides which files and where their results go (pure paths), ``manifest``
+records which settings made each output (so a re-run knows what to keep and what to
+redo), ``runner`` takes each through :class:`adaptiveblur.run.FileBlur`, ``workers``
+runs tasks in threads or worker processes, ``graphs`` replays repeated shapes from
+recorded CUDA graphs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -16,10 +20,11 @@ from typing import TYPE_CHECKING
 from adaptiveblur.batch.plan import Task
 
 if TYPE_CHECKING:
+    from adaptiveblur.batch.manifest import Decision, Fingerprints
     from adaptiveblur.batch.runner import BatchSummary, Outcome
     from adaptiveblur.settings import BlurSettings, FileOptions
 
-__all__ = ["Task", "blur_files"]
+__all__ = ["Task", "blur_files", "plan_files"]
 
 # Files whose headers are read to estimate a batch's image size for the device choice.
 _SIZE_SAMPLE = 8
@@ -47,6 +52,11 @@ def blur_files(
 ) -> BatchSummary:
     """Blur every image of ``in_dir`` (or the files ``sources``) into ``out_dir``, mirroring folders.
 
+    An existing output is skipped, unless a manifest in ``out_dir`` records that it was
+    made with other settings (then it is redone) or ``options.overwrite`` is set; each
+    output made is recorded (see :mod:`adaptiveblur.batch.manifest`; each shard writes its
+    own manifest file).
+
     Args:
         out_dir: the output folder (created when missing).
         settings, options: how to blur, and how to read and write the files.
@@ -58,11 +68,13 @@ def blur_files(
         suffix: added before each output's extension.
         shard: ``(K, N)``: only the K-th of N shares of the files, chosen by a hash of each
             relative path (shards never overlap and need no coordination).
-        jobs: files in flight at once (default: the CPU count, at least one more than the
-            devices). processes: worker processes to share them out over.
+        jobs: files in flight at once (default: the CPUs this process may use, see
+            :func:`adaptiveblur.cpus.usable_cpus`; at least one more than the devices).
+            processes: worker processes to share them out over.
         gpus: CUDA device indices to spread files over; default: every visible GPU when
             ``settings.device`` is ``cuda`` or an ``auto`` that finds one, else the device.
-        report: also write a JSON report of every file here (atomically).
+        report: also write a JSON report of every file here (atomically); ``"-"`` for
+            standard output.
         on_plan: called once with the tasks, before any is run (for a progress bar).
         on_outcome: called with each file's :class:`Outcome`, in completion order.
         on_notice: called once with the route's notice (a slower fallback), if any.
@@ -75,23 +87,128 @@ def blur_files(
         InvalidParameterError: bad settings, both or neither of ``in_dir`` and ``sources``,
             a bad shard, or two inputs that would write one output.
         InputImageError: ``in_dir`` cannot be read, or the map file is bad.
-        OutputImageError: ``out_dir`` is a file, or ``report`` cannot be written.
+        OutputImageError: ``out_dir`` is a file, or ``report`` or the manifest cannot be
+            written.
         DeviceUnavailableError: a GPU was asked for and is not there.
     """
     from adaptiveblur import io
-    from adaptiveblur.batch import plan
+    from adaptiveblur.batch.manifest import ManifestWriter
     from adaptiveblur.batch.runner import run_batch
+    from adaptiveblur.cpus import usable_cpus
     from adaptiveblur.engine import choose_route
-    from adaptiveblur.errors import InvalidParameterError
+    from adaptiveblur.errors import AdaptiveBlurError
     from adaptiveblur.run import check_writable
     from adaptiveblur.settings import FileOptions
 
     options = options or FileOptions()
+    check_writable(report)
+    decisions, fingerprints = _decide(
+        out_dir, settings, options, in_dir, sources, patterns, recursive, suffix, shard
+    )
+    tasks = [decision.task for decision in decisions]
+    if gpus is not None:  # GPUs by index: the torch engine on them
+        route = choose_route(replace(settings, device="cuda"), pixels=0)
+    else:
+        sizes = [io.image_size(task.source) for task in tasks[:_SIZE_SAMPLE]]
+        pixels = [width * height for width, height in filter(None, sizes)]
+        typical = sum(pixels) // len(pixels) if pixels else 0
+        route = choose_route(settings, pixels=typical, files=len(tasks))
+    if route.notice is not None and on_notice is not None:
+        on_notice(route.notice)
+    devices = ["cpu"] if route.engine == "native" else spread_devices(route.device, gpus)
+    workers = jobs if jobs is not None else max(usable_cpus(), len(devices) + 1)
+    redo = frozenset(decision.task.dest for decision in decisions if decision.action == "redo")
+    made_with = {decision.task.dest: decision.settings for decision in decisions}
+    manifest = ManifestWriter(out_dir, shard, fingerprints.table)
+
+    def finished(outcome: Outcome) -> None:
+        if outcome.status == "done":
+            manifest.add(outcome.task.dest, made_with[outcome.task.dest])
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    if on_plan is not None:
+        on_plan(tasks)
+    try:
+        summary = run_batch(
+            tasks,
+            settings,
+            options,
+            devices=devices,
+            jobs=workers,
+            processes=processes,
+            on_outcome=finished,
+            cuda_graphs=cuda_graphs,
+            route=route,
+            redo=redo,
+        )
+    except BaseException:
+        with contextlib.suppress(AdaptiveBlurError):  # keep the records of what was done
+            manifest.flush()
+        raise
+    manifest.flush()
+    unrecorded = {d.task.dest for d in decisions if d.reason == "no record"}
+    summary.redone = sum(o.status == "done" and o.task.dest in redo for o in summary.outcomes)
+    summary.unrecorded = sum(
+        o.status == "skipped" and o.task.dest in unrecorded for o in summary.outcomes
+    )
+    if report is not None:
+        io.write_text_atomically(report, json.dumps(summary.as_dict(), indent=2) + "\n")
+    return summary
+
+
+def plan_files(
+    out_dir: str,
+    settings: BlurSettings,
+    options: FileOptions | None = None,
+    *,
+    in_dir: str | None = None,
+    sources: Sequence[str] | None = None,
+    patterns: Sequence[str] | None = None,
+    recursive: bool = False,
+    suffix: str = "",
+    shard: tuple[int, int] | None = None,
+) -> list[Decision]:
+    """What :func:`blur_files` would do with each file, with the same arguments, and why;
+    nothing is written (not even ``out_dir``) and no device is started.
+
+    Returns:
+        One :class:`~adaptiveblur.batch.manifest.Decision` per file, in path order.
+
+    Raises:
+        InvalidParameterError, InputImageError, OutputImageError: as :func:`blur_files`
+        raises before any work.
+    """
+    from adaptiveblur.settings import FileOptions
+
+    options = options or FileOptions()
+    decisions, _ = _decide(
+        out_dir, settings, options, in_dir, sources, patterns, recursive, suffix, shard
+    )
+    return decisions
+
+
+def _decide(
+    out_dir: str,
+    settings: BlurSettings,
+    options: FileOptions,
+    in_dir: str | None,
+    sources: Sequence[str] | None,
+    patterns: Sequence[str] | None,
+    recursive: bool,
+    suffix: str,
+    shard: tuple[int, int] | None,
+) -> tuple[list[Decision], Fingerprints]:
+    """Check everything that can be checked before any work, plan the tasks of this shard
+    and decide each one from its output and the manifests."""
+    from adaptiveblur import io
+    from adaptiveblur.batch import manifest, plan
+    from adaptiveblur.errors import InvalidParameterError
+
     if (in_dir is None) == (sources is None):
         raise InvalidParameterError("expected either in_dir or sources, not both or neither")
     fmt = io.check_output_format("L", options.output_format) if options.output_format else None
     plan.check_output_folder(out_dir)
-    check_writable(report)
     if shard is not None:
         plan.check_shard(*shard)
     if in_dir is not None:
@@ -105,33 +222,10 @@ def blur_files(
     if shard is not None:
         tasks = [task for task in tasks if plan.in_shard(task.relative, *shard)]
     settings.check()
-    if gpus is not None:  # GPUs by index: the torch engine on them
-        route = choose_route(replace(settings, device="cuda"), pixels=0)
-    else:
-        sizes = [io.image_size(task.source) for task in tasks[:_SIZE_SAMPLE]]
-        pixels = [width * height for width, height in filter(None, sizes)]
-        typical = sum(pixels) // len(pixels) if pixels else 0
-        route = choose_route(settings, pixels=typical, files=len(tasks))
-    if route.notice is not None and on_notice is not None:
-        on_notice(route.notice)
-    devices = ["cpu"] if route.engine == "native" else spread_devices(route.device, gpus)
-    workers = jobs if jobs is not None else max(os.cpu_count() or 2, len(devices) + 1)
-    if on_plan is not None:
-        on_plan(tasks)
-    summary = run_batch(
-        tasks,
-        settings,
-        options,
-        devices=devices,
-        jobs=workers,
-        processes=processes,
-        on_outcome=on_outcome,
-        cuda_graphs=cuda_graphs,
-        route=route,
-    )
-    if report is not None:
-        io.write_text_atomically(report, json.dumps(summary.as_dict(), indent=2) + "\n")
-    return summary
+    options.check()
+    fingerprints = manifest.Fingerprints(settings, options)
+    decisions = manifest.decide(tasks, out_dir, fingerprints, overwrite=options.overwrite)
+    return decisions, fingerprints
 
 
 def spread_devices(device: str, gpus: Sequence[int] | None = None) -> list[str]:

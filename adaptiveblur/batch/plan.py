@@ -33,7 +33,11 @@ def discover(
     """Image files under ``root`` (sorted, relative to it), by glob ``patterns`` or by extension.
 
     Hidden files and folders (names starting with ``.``) are skipped: they are where
-    half-written outputs and tool metadata live.
+    half-written outputs and tool metadata live. Files are chosen by name alone and not
+    opened: one that is not a regular file (a named pipe, a socket, a device, a link to a
+    missing file) stays in the list, so the batch reports it as failed with the reason
+    (:meth:`adaptiveblur.run.FileBlur.blur` refuses it unopened) instead of leaving it out
+    unseen; folders are never listed.
 
     Raises:
         InputImageError: ``root`` is not a readable folder.

@@ -45,10 +45,17 @@ class Outcome:
 
 @dataclass
 class BatchSummary:
-    """Counts and timings of a batch run; ``outcomes`` in completion order."""
+    """Counts and timings of a batch run; ``outcomes`` in completion order.
+
+    ``redone``: outputs of an earlier run with other settings, made again (counted in
+    ``done`` too). ``unrecorded``: existing outputs kept because no manifest records the
+    settings that made them (counted in ``skipped`` too); see :mod:`adaptiveblur.batch.manifest`.
+    """
 
     outcomes: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
+    redone: int = 0
+    unrecorded: int = 0
 
     def count(self, status: str) -> int:
         return sum(1 for outcome in self.outcomes if outcome.status == status)
@@ -91,15 +98,16 @@ def run_batch(
     on_outcome: Callable[[Outcome], None] | None = None,
     cuda_graphs: bool = True,
     route: Route | None = None,
+    redo: frozenset[str] = frozenset(),
 ) -> BatchSummary:
     """Blur planned tasks; one bad file never stops the others.
 
     ``route`` fixes how every file is blurred (default: chosen per file).
 
-    Existing outputs are skipped unless ``options.overwrite``; outputs are written
-    atomically, so an interrupted batch resumes where it stopped. With ``cuda_graphs``,
-    image sizes that keep coming replay a recorded CUDA graph of their blur where the
-    backend allows it (see :mod:`adaptiveblur.batch.graphs`).
+    Existing outputs are skipped unless ``options.overwrite`` or their task's output path
+    is in ``redo``; outputs are written atomically, so an interrupted batch resumes where
+    it stopped. With ``cuda_graphs``, image sizes that keep coming replay a recorded CUDA
+    graph of their blur where the backend allows it (see :mod:`adaptiveblur.batch.graphs`).
 
     Raises:
         InvalidParameterError: bad settings (before any file is touched).
@@ -112,7 +120,7 @@ def run_batch(
         raise InvalidParameterError(
             f"expected processes >= 1, got {processes}", parameter="processes"
         )
-    job = BatchJob(FileBlur.open(settings, options, route), tuple(devices), cuda_graphs)
+    job = BatchJob(FileBlur.open(settings, options, route), tuple(devices), cuda_graphs, redo)
     summary = BatchSummary()
 
     def record(outcome: Outcome) -> None:
@@ -144,6 +152,7 @@ class BatchJob:
     files: FileBlur
     devices: tuple[str, ...]
     cuda_graphs: bool = True
+    redo: frozenset[str] = frozenset()  # output paths that may be replaced
 
     def worker(self, threads: int | None = None) -> Callable[[Task], Outcome]:
         """The function that takes one task from file to file (thread-safe, one per process).
@@ -173,12 +182,13 @@ class BatchJob:
                 if device.startswith("cuda")
             }
         overwrite = self.files.options.overwrite
+        redo = self.redo
 
         def work(task: Task) -> Outcome:
             started = time.perf_counter()
             size = _file_size(task.source)
             stale.remove(task.dest)
-            if not overwrite and os.path.lexists(task.dest):
+            if not overwrite and task.dest not in redo and os.path.lexists(task.dest):
                 return Outcome(task, "skipped", 0.0, None, size)
             device = None
             try:

@@ -6,6 +6,9 @@ are imported inside the commands, so ``adaptiveblur --help`` answers at once.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
 import textwrap
 import traceback
@@ -18,12 +21,16 @@ from adaptiveblur.cli import allocator
 from adaptiveblur.cli.options import CommonOptions, with_common_options, with_flag_hint
 from adaptiveblur.cli.progress import PROG, BatchProgress, error, notice, say, tile_progress
 from adaptiveblur.errors import (
+    EXIT_BROKEN_PIPE,
     EXIT_CODE_MEANINGS,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_OUTPUT,
     EXIT_PARTIAL,
     EXIT_USAGE,
     AdaptiveBlurError,
+    os_reason,
 )
 
 try:  # typer >= 0.22 carries its own copy of click
@@ -56,7 +63,10 @@ Examples:
   adaptiveblur batch photos/ soft/ --max-sigma 4 --shard 2/8     # this machine's eighth
 
 \b
-Existing outputs are skipped (a re-run resumes); --overwrite redoes them.
+Existing outputs are skipped (a re-run resumes), except those a manifest in
+OUT_DIR records as made with other settings: those are redone. Outputs with
+no record (an older version or another program made them) are kept;
+--overwrite redoes every output. --dry-run lists what would happen.
 
 {_exit_codes()}
 """
@@ -66,7 +76,7 @@ app = typer.Typer(
     help="Blur each pixel of an image with its own Gaussian, its sigma taken from the pixel's "
     "intensity or from a separate map. Exact, tiled, on CPU or CUDA.",
     epilog=EXAMPLES,
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -84,6 +94,7 @@ def _main_options(
     version: bool = typer.Option(
         False,
         "--version",
+        "-V",
         callback=_version_callback,
         is_eager=True,
         help="Print the version and exit.",
@@ -171,7 +182,9 @@ def batch(
         None,
         "--jobs",
         "-j",
-        help="Files in flight at once (decode/encode overlap the blur); default: CPUs.",
+        help="Files in flight at once (decode/encode overlap the blur); default: the CPUs "
+        "this process may use (affinity, cgroup quota, SLURM_CPUS_PER_TASK).",
+        envvar="ADAPTIVEBLUR_JOBS",
     ),
     processes: int = typer.Option(
         1,
@@ -185,9 +198,15 @@ def batch(
         help="GPU indices to spread files over, e.g. 0,1 (default with --device cuda: all).",
     ),
     report: str | None = typer.Option(
-        None, "--report", help="Write a JSON report of every file here."
+        None, "--report", help="Write a JSON report of every file here (- for stdout)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="List what would be done, redone and skipped (and why), one line per file; "
+        "write nothing.",
+    ),
     *,
     common: CommonOptions,
 ) -> None:
@@ -199,6 +218,19 @@ def batch(
         usage = "--from-list FILE OUT_DIR" if from_list is not None else "IN_DIR OUT_DIR"
         raise typer.BadParameter(f"expected {usage}, got {len(paths)} path(s)", param_hint="paths")
     sources = read_list_file(from_list) if from_list is not None else None
+    if dry_run:
+        _show_plan(
+            common,
+            overwrite,
+            paths[-1],
+            in_dir=None if from_list is not None else paths[0],
+            sources=sources,
+            patterns=patterns,
+            recursive=recursive,
+            suffix=suffix,
+            shard=parse_shard(shard) if shard is not None else None,
+        )
+        return
     _tune_allocator(common.method)
     _blur_files(
         common,
@@ -234,6 +266,15 @@ def _blur_files(common: CommonOptions, overwrite: bool, out_dir: str, **batch: o
         )
     finally:
         progress.close()
+    if summary.redone:
+        notice(f"redid {_outputs(summary.redone)} made with other settings")
+    if summary.unrecorded:
+        one = summary.unrecorded == 1
+        notice(
+            f"kept {_outputs(summary.unrecorded)} with no record of {'its' if one else 'their'} "
+            "settings (made by an older version or another program, or changed since); "
+            f"--overwrite redoes {'it' if one else 'them'}"
+        )
     failed = summary.count("failed")
     if not common.quiet:
         say(
@@ -242,6 +283,25 @@ def _blur_files(common: CommonOptions, overwrite: bool, out_dir: str, **batch: o
         )
     if failed:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _show_plan(common: CommonOptions, overwrite: bool, out_dir: str, **batch: object) -> None:
+    """``--dry-run``: print what :func:`adaptiveblur.batch.blur_files` would do (see
+    :mod:`adaptiveblur.cli.dry_run`); nothing is written."""
+    from adaptiveblur.batch import plan_files
+    from adaptiveblur.cli.dry_run import show_plan
+
+    decisions = plan_files(
+        out_dir,
+        common.blur_settings(),
+        common.file_options(overwrite),
+        **batch,  # type: ignore[arg-type]
+    )
+    show_plan(decisions)
+
+
+def _outputs(count: int) -> str:
+    return f"{count} existing output{'' if count == 1 else 's'}"
 
 
 def _gpu_indices(text: str | None) -> list[int] | None:
@@ -265,7 +325,16 @@ def _tune_allocator(method: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run the app and map every outcome to an exit code."""
+    """Entry point: run the app and map every outcome to an exit code.
+
+    Standard output is flushed before the code is returned, so that data it did not take
+    is an output error, not a silent loss at interpreter exit.
+    """
+    return _flush_stdout(_run_app(argv))
+
+
+def _run_app(argv: Sequence[str] | None) -> int:
+    """Run the app; every outcome becomes an exit code, every failure one line on stderr."""
     args = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in args
     command = typer.main.get_command(app)
@@ -288,12 +357,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         error("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # BrokenPipeOutputError too: the reader wants no more, say nothing
+        # typer turns an OSError whose errno is EPIPE into exit 1 before it gets here; the
+        # library's BrokenPipeOutputError carries no errno, so it does get here.
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except AdaptiveBlurError as failure:
         if show_traceback:
             traceback.print_exc()
         error(with_flag_hint(str(failure), failure.parameter))
         return failure.exit_code
     except Exception as failure:  # noqa: BLE001 - the one place that turns bugs into a message
+        if isinstance(failure, OSError) and failure.errno in _WRITE_FAILURES:
+            # What the command line prints itself (help, version) did not reach stdout; the
+            # library's own writes raise OutputImageError instead.
+            _discard_stdout()
+            from adaptiveblur.io.atomic import STDOUT_NAME
+
+            error(f"cannot write to {STDOUT_NAME}: {os_reason(failure)}")
+            return EXIT_OUTPUT
         if show_traceback:
             traceback.print_exc()
         error(
@@ -301,6 +383,56 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(rerun with --traceback for details)"
         )
         return EXIT_INTERNAL
+
+
+# errno values of a write that did not reach its file or device.
+_WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT})
+
+
+def _flush_stdout(code: int) -> int:
+    """Flush standard output; a failure turns a success into an output error (or a broken pipe).
+
+    After a failure, what is still buffered goes to the null device, so the interpreter's
+    own flush at exit neither raises nor prints "Exception ignored".
+    """
+    failure = _stdout_failure()
+    if failure is None:
+        return code
+    _discard_stdout()
+    if code != EXIT_OK:  # already reported (a write to stdout that failed, most likely)
+        return code
+    if isinstance(failure, BrokenPipeError):
+        return EXIT_BROKEN_PIPE
+    from adaptiveblur.io.atomic import STDOUT_NAME
+
+    error(f"cannot write to {STDOUT_NAME}: {os_reason(failure)}")
+    return EXIT_OUTPUT
+
+
+def _stdout_failure() -> OSError | None:
+    """The error that flushing standard output raises now, if any."""
+    if sys.stdout is None:
+        return None
+    try:
+        sys.stdout.flush()
+    except OSError as failure:
+        return failure
+    return None
+
+
+def _discard_stdout() -> None:
+    """Point standard output's descriptor at the null device and drop what is buffered."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capture it)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, descriptor)
+    finally:
+        os.close(null)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
 
 
 def entry() -> None:

@@ -6,16 +6,21 @@ hands them to the command as one :class:`CommonOptions`.
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from adaptiveblur.borders import BORDER_MODES, DEFAULT_BORDER
 from adaptiveblur.errors import InvalidParameterError
+from adaptiveblur.io.formats import output_format_names
+from adaptiveblur.ops.registry import BACKEND_NAMES, METHODS
+from adaptiveblur.sigma import CHANNELS
 
 if TYPE_CHECKING:
     from adaptiveblur.settings import BlurSettings, FileOptions
@@ -63,13 +68,29 @@ class CommonOptions:
         return FileOptions(**{field.name: values[field.name] for field in fields(FileOptions)})
 
 
-def _option(name: str, annotation: Any, default: Any, *flags: str, help: str) -> inspect.Parameter:
+def _option(
+    name: str, annotation: Any, default: Any, *flags: str, help: str, envvar: str | None = None
+) -> inspect.Parameter:
+    """A keyword-only typer option; ``envvar`` names an environment variable that sets its
+    default (a flag on the command line wins; ``--help`` shows the variable)."""
     return inspect.Parameter(
         name,
         inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(default, *flags, help=help),
+        default=typer.Option(default, *flags, help=help, envvar=envvar, case_sensitive=False),
         annotation=annotation,
     )
+
+
+def _choices(name: str, values: Iterable[str]) -> type[enum.Enum]:
+    """An enum of fixed option values, so ``--help`` lists them and completion offers them."""
+    return enum.Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
+
+
+_BORDERS = _choices("Border", [DEFAULT_BORDER, *sorted(BORDER_MODES - {DEFAULT_BORDER})])
+_CHANNELS = _choices("Channel", CHANNELS)
+_METHODS = _choices("Method", ["auto", *(m for m in METHODS if m != "auto")])
+_BACKENDS = _choices("Backend", ["auto", *BACKEND_NAMES])
+_FORMATS = _choices("Format", output_format_names())
 
 
 _COMMON = [
@@ -85,7 +106,7 @@ _COMMON = [
     ),
     _option(
         "channel",
-        str,
+        _CHANNELS,
         "luminance",
         "--channel",
         help="Intensity: luminance (Rec. 709), mean, red, green, blue or alpha.",
@@ -102,7 +123,11 @@ _COMMON = [
     ),
     _option("truncate", float, 3.0, "--truncate", help="Window radius in sigmas."),
     _option(
-        "border", str, "reflect", "--border", help="Border mode: reflect, replicate or constant."
+        "border",
+        _BORDERS,
+        DEFAULT_BORDER,
+        "--border",
+        help="Border mode: reflect (mirror), replicate (edge pixel) or constant (zeros).",
     ),
     _option(
         "linear", bool, False, "--linear", help="Blur in linear light (default: as stored, sRGB)."
@@ -114,26 +139,30 @@ _COMMON = [
         "--device",
         help="auto (whichever finishes first: the CPU for single images, a GPU for large "
         "sigmas and big batches), cpu, cuda or cuda:N.",
+        envvar="ADAPTIVEBLUR_DEVICE",
     ),
     _option(
         "method",
-        str,
+        _METHODS,
         "auto",
         "--method",
         help="exact, fast (approximate, <= 1 LSB at 8 bits) or auto (exact where its fused "
         "kernel runs, else fast).",
     ),
-    _option("backend", str | None, None, "--backend", help="Force an implementation (see README)."),
+    _option(
+        "backend", _BACKENDS | None, None, "--backend", help="Force an implementation (see README)."
+    ),
     _option(
         "max_memory",
         str | None,
         None,
         "--max-memory",
         help="Memory budget for the blur's temporaries, e.g. 512M (default 1G).",
+        envvar="ADAPTIVEBLUR_MAX_MEMORY",
     ),
     _option(
         "output_format",
-        str | None,
+        _FORMATS | None,
         None,
         "--format",
         help="Output format: png, jpeg, tiff, webp, bmp (default: from the name).",
@@ -163,7 +192,7 @@ def with_common_options(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def with_options(**values: Any) -> None:
-        common = CommonOptions(**{name: values.pop(name) for name in _COMMON_NAMES})
+        common = CommonOptions(**{name: _plain(values.pop(name)) for name in _COMMON_NAMES})
         command(**values, common=common)
 
     signature = own.replace(parameters=parameters + _COMMON)
@@ -172,12 +201,18 @@ def with_common_options(command: Callable[..., None]) -> Callable[..., None]:
     return with_options
 
 
+def _plain(value: Any) -> Any:
+    """A choice's text (what the library takes); other values as they are."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
 # How to fix, on the command line, an error that names a library parameter.
 _FLAG_HINTS = {
     "max_pixels": "raise it with --max-pixels",
     "format": "use --format",
     "resize_map": "resize it or pass --resize-map",
     "overwrite": "pass --overwrite to replace it",
+    "max_memory": "lower --max-sigma or raise --max-memory",
 }
 
 

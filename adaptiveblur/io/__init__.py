@@ -10,10 +10,11 @@ The names most callers need are here; each lives in the module of its one job:
 from __future__ import annotations
 
 from adaptiveblur.io.atomic import write_text_atomically
-from adaptiveblur.io.decode import DEFAULT_MAX_PIXELS, image_size, load_image
+from adaptiveblur.io.decode import DEFAULT_MAX_PIXELS, check_regular_file, image_size, load_image
 from adaptiveblur.io.encode import save_image
 from adaptiveblur.io.formats import (
     SUPPORTED_OUTPUT_FORMATS,
+    check_float_range,
     check_output_format,
     check_quality,
     format_for_path,
@@ -22,6 +23,7 @@ from adaptiveblur.io.formats import (
 )
 from adaptiveblur.io.image import (
     ALPHA_MODES,
+    FLOAT_DEPTH,
     MAX_VALUE,
     MODES,
     SAMPLE_TYPES,
@@ -34,14 +36,17 @@ from adaptiveblur.io.image import (
 __all__ = [
     "ALPHA_MODES",
     "DEFAULT_MAX_PIXELS",
+    "FLOAT_DEPTH",
     "MAX_VALUE",
     "MODES",
     "readable_extensions",
     "SAMPLE_TYPES",
     "SUPPORTED_OUTPUT_FORMATS",
     "Image",
+    "check_float_range",
     "check_output_format",
     "check_quality",
+    "check_regular_file",
     "format_for_path",
     "has_alpha",
     "image_size",

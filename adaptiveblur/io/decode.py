@@ -1,16 +1,23 @@
 """Decode image files (paths, stdin, streams) into :class:`~adaptiveblur.io.image.Image`.
 
-Every input mode pillow knows is mapped onto L/LA/RGB/RGBA, EXIF orientation is applied
-to the pixels, and the ICC profile and EXIF bytes ride along to the output. 16-bit colour
-PNGs, which pillow reduces to 8 bits, go through :mod:`adaptiveblur.io.png`. The pixel
-limit is checked from the header, before anything is decoded.
+Every input mode pillow knows is mapped onto L/LA/RGB/RGBA (32-bit float images onto L
+with their values as stored), EXIF orientation is applied to the pixels, and the ICC
+profile and EXIF bytes ride along to the output. 16-bit colour PNGs, which pillow reduces
+to 8 bits, go through :mod:`adaptiveblur.io.png`. The pixel limit is checked from the
+header, before anything is decoded.
+
+Only regular files are opened by path: opening a named pipe waits for a writer, a
+device may never end, so anything else is refused after an ``os.stat`` (which never
+blocks). Standard input (``"-"``) and file objects are read as streams.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import stat
 import sys
 import threading
 import warnings
@@ -23,9 +30,14 @@ from PIL import Image as PILImage
 from adaptiveblur.errors import InputImageError, InvalidParameterError, os_reason
 from adaptiveblur.io import png
 from adaptiveblur.io.exif import apply_orientation, clean_exif, exif_orientation, pillow_orientation
-from adaptiveblur.io.image import MAX_VALUE, STDIO, Image, to_float
+from adaptiveblur.io.image import FLOAT_DEPTH, MAX_VALUE, STDIO, Image, to_float
 
 DEFAULT_MAX_PIXELS: int = 2 * (PILImage.MAX_IMAGE_PIXELS or 89_478_485)
+
+_PIPE_HINT = " (to read a pipe, use - and redirect it)"
+# Opening by path never waits for a pipe's writer: a file swapped for a pipe after the
+# stat is then refused by fstat instead of blocking (no effect on regular files).
+_NON_BLOCKING = getattr(os, "O_NONBLOCK", 0)
 
 
 def load_image(
@@ -43,14 +55,18 @@ def load_image(
             anything is decoded; ``None`` or 0 means no limit.
         integers: keep the samples as stored (uint8, or uint16 for 16-bit images) in an
             array of the caller's own, instead of float32 in ``[0, 1]``: a quarter of the
-            memory, and the conversion can run where the pixels go (a GPU).
+            memory, and the conversion can run where the pixels go (a GPU). 32-bit
+            float images (pillow's mode ``F``) are float32 either way, values as stored
+            (NaN and infinities included: whether they can be used is the caller's call).
 
     Returns:
         The decoded :class:`Image`, EXIF orientation applied.
 
     Raises:
-        InputImageError: the source is missing, a directory, unreadable, empty, not an
-            image, corrupt, truncated, unsupported or larger than ``max_pixels``.
+        InputImageError: the source is missing, a directory or anything else that is not
+            a regular file (a pipe, a socket, a device: refused without being opened),
+            unreadable, empty, not an image, corrupt, truncated, unsupported or larger
+            than ``max_pixels``.
         InvalidParameterError: ``max_pixels`` is negative.
     """
     limit = _pixel_limit(max_pixels)
@@ -68,6 +84,11 @@ def load_image(
 def image_size(path: str) -> tuple[int, int] | None:
     """``(width, height)`` of the image file at ``path`` from its header, or ``None``
     when it cannot be read (the error comes when the file is loaded)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+    except OSError:
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -98,6 +119,50 @@ def source_name(source: object) -> str:
     return name if isinstance(name, str) else "<stream>"
 
 
+def check_regular_file(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`InputImageError` unless ``path`` names a regular file (links followed).
+
+    Only ``os.stat`` is used, which never blocks, where opening a named pipe waits for a
+    writer. The message says why: "not a regular file", "it is a directory", "no such
+    file", "a link to a missing file".
+    """
+    _regular_file(path, os.fspath(path), "")
+
+
+def _regular_file(path: str | os.PathLike[str], name: str, hint: str) -> None:
+    """:func:`check_regular_file`, with ``hint`` after "not a regular file"."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        reason = os_reason(exc)
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            reason = "a link to a missing file"
+        raise InputImageError(f"cannot read '{name}': {reason}") from exc
+    if stat.S_ISDIR(mode):
+        raise InputImageError(f"cannot read '{name}': it is a directory")
+    if not stat.S_ISREG(mode):
+        raise InputImageError(f"cannot read '{name}': not a regular file{hint}")
+
+
+def _open_regular_file(path: str | os.PathLike[str], name: str) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file, never waiting on a pipe."""
+    _regular_file(path, name, _PIPE_HINT)
+    try:
+        handle = open(path, "rb", opener=_non_blocking)  # noqa: SIM115 - the caller closes it
+    except OSError as exc:
+        raise InputImageError(f"cannot read '{name}': {os_reason(exc)}") from exc
+    if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # replaced since the stat
+        handle.close()
+        raise InputImageError(f"cannot read '{name}': not a regular file{_PIPE_HINT}")
+    if _NON_BLOCKING:
+        os.set_blocking(handle.fileno(), True)
+    return handle
+
+
+def _non_blocking(path: str, flags: int) -> int:
+    return os.open(path, flags | _NON_BLOCKING)
+
+
 @contextlib.contextmanager
 def _input_stream(source: str | os.PathLike[str] | BinaryIO, name: str) -> Iterator[BinaryIO]:
     """Yield a seekable binary stream positioned at the start of the image data."""
@@ -108,11 +173,7 @@ def _input_stream(source: str | os.PathLike[str] | BinaryIO, name: str) -> Itera
         # Pillow seeks to 0 itself, so a caller's stream is copied from where it stands.
         yield io.BytesIO(_read(source, name))
         return
-    try:
-        handle = open(source, "rb")  # noqa: SIM115 - closed by the with below
-    except OSError as exc:
-        raise InputImageError(f"cannot read '{name}': {os_reason(exc)}") from exc
-    with handle:
+    with _open_regular_file(source, name) as handle:
         yield handle
 
 
@@ -228,7 +289,7 @@ def image_from_pillow(picture: PILImage.Image, name: str, integers: bool = False
         values, mode = _normalise_mode(picture)
     except (ValueError, OSError) as exc:  # ours, or pillow's "conversion not supported"
         raise InputImageError(f"cannot read '{name}': {exc}") from exc
-    bit_depth = 16 if values.dtype.itemsize == 2 else 8
+    bit_depth = FLOAT_DEPTH if values.dtype.kind == "f" else 16 if values.dtype.itemsize == 2 else 8
     raw_exif = picture.info.get("exif")
     exif = clean_exif(raw_exif if isinstance(raw_exif, bytes) else None)
     orientation = exif_orientation(raw_exif) if exif else pillow_orientation(picture)
@@ -246,10 +307,11 @@ def _normalise_mode(picture: PILImage.Image) -> tuple[np.ndarray, str]:
     """Map any pillow mode onto L/LA/RGB/RGBA.
 
     Returns:
-        ``(values, mode)`` where ``values`` is uint8 or uint16 of shape ``(H, W, C)``.
+        ``(values, mode)`` where ``values`` is uint8, uint16 or (for pillow's 32-bit
+        float mode ``F``, values as stored) float32, of shape ``(H, W, C)``.
 
     Raises:
-        ValueError: the mode cannot be represented (32-bit float, out-of-range integers).
+        ValueError: the mode cannot be represented (out-of-range 32-bit integers).
     """
     mode = picture.mode
     transparent = "transparency" in picture.info
@@ -258,7 +320,7 @@ def _normalise_mode(picture: PILImage.Image) -> tuple[np.ndarray, str]:
     if mode == "I":
         return _with_channel_axis(_int32_to_uint16(np.asarray(picture))), "L"
     if mode == "F":
-        raise ValueError("32-bit float images are not supported")
+        return _with_channel_axis(np.asarray(picture, dtype=np.float32)), "L"
     target = _target_mode(mode, transparent, picture)
     if target != mode:
         picture = picture.convert(target)

@@ -1,13 +1,12 @@
 """Encode an :class:`~adaptiveblur.io.image.Image` and write it (atomically) to a file, stdout or a stream.
 
 Every PNG is written by :mod:`adaptiveblur.io.png` (8 or 16 bits, parallel deflate);
-the other formats by pillow.
+the other formats by pillow (a 32-bit float image as a float TIFF, pillow's mode ``F``).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from typing import BinaryIO
 
 import numpy as np
@@ -15,16 +14,17 @@ from PIL import Image as PILImage
 
 from adaptiveblur.errors import InvalidParameterError
 from adaptiveblur.io import png
-from adaptiveblur.io.atomic import write_file_atomically, write_stream
+from adaptiveblur.io.atomic import write_file_atomically, write_stdout, write_stream
 from adaptiveblur.io.decode import source_name
 from adaptiveblur.io.exif import EXIF_PREFIX
 from adaptiveblur.io.formats import (
+    check_float_range,
     check_output_format,
     check_quality,
     output_bit_depth,
     save_options,
 )
-from adaptiveblur.io.image import SAMPLE_TYPES, STDIO, Image, quantise, to_float
+from adaptiveblur.io.image import FLOAT_DEPTH, SAMPLE_TYPES, STDIO, Image, quantise, to_float
 
 
 def save_image(
@@ -38,9 +38,12 @@ def save_image(
     """Encode ``image`` and write it to a file, stdout or a stream.
 
     Pixels are clipped to ``[0, 1]`` and rounded to the nearest integer at the output bit
-    depth (``image.bit_depth`` where the format can hold it, else 8). Files are written
+    depth (``image.bit_depth`` where the format can hold it, else 8). A 32-bit float
+    image is written as a float TIFF with its values as they are; to PNG (16 bits) and
+    the other formats (8 bits) only when its values lie in ``[0, 1]``. Files are written
     atomically: a temporary file next to ``dest`` is renamed over it only once complete,
     so on any failure (Ctrl-C included) ``dest`` is untouched and no temporary is left.
+    An existing ``dest`` that is a device or a FIFO (``/dev/null``) is written in place.
 
     Args:
         image: the image to write.
@@ -51,19 +54,22 @@ def save_image(
         overwrite: if False, refuse to replace an existing file.
 
     Raises:
-        OutputImageError: unknown output format, alpha in a format without it, missing or
-            unwritable directory, ``dest`` is a directory or exists with ``overwrite=False``,
-            or the encoder or the write failed.
+        BrokenPipeOutputError: ``dest`` is a pipe whose reader has gone (``| head``).
+        OutputImageError: unknown output format, alpha in a format without it, float
+            values outside ``[0, 1]`` in a format other than TIFF, missing or unwritable
+            directory, ``dest`` is a directory or exists with ``overwrite=False``, or the
+            encoder or the write failed.
         InvalidParameterError: ``quality`` is out of range or the pixels contain NaN.
     """
     quality = check_quality(quality)
     name = check_output_format(image.mode, format, dest)
+    check_float_range(image, name)
 
     def encode(stream: BinaryIO) -> None:
         _encode(image, name, quality, stream)
 
     if isinstance(dest, str) and dest == STDIO:
-        write_stream(sys.stdout.buffer, encode, "<stdout>")
+        write_stdout(encode)
     elif isinstance(dest, (str, os.PathLike)):
         write_file_atomically(os.fspath(dest), encode, overwrite)
     else:
@@ -85,7 +91,8 @@ def _encode(image: Image, format: str, quality: int, stream: BinaryIO) -> None:
 
 
 def _samples(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Pixels as contiguous uint8/uint16 samples of ``bit_depth``, rounded by :func:`quantise`.
+    """Pixels as contiguous uint8/uint16 samples of ``bit_depth``, rounded by :func:`quantise`,
+    or float32 samples, as they are, for ``bit_depth`` 32.
 
     Integer samples of the wanted depth pass as they are; of the other depth they are
     converted through float like any other pixels.
@@ -101,4 +108,6 @@ def _samples(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
     values = np.asarray(pixels, dtype=np.float32)
     if np.isnan(values).any():
         raise InvalidParameterError("expected finite pixel values, got NaN")
+    if bit_depth == FLOAT_DEPTH:
+        return np.ascontiguousarray(values)
     return np.ascontiguousarray(quantise(values, bit_depth).astype(SAMPLE_TYPES[bit_depth]))

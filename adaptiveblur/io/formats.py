@@ -1,4 +1,4 @@
-"""Output formats: names and aliases, which formats can hold alpha and 16 bits, their save options."""
+"""Output formats: names and aliases, which formats can hold alpha, 16 bits and floats, their save options."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 from PIL import features
 
 from adaptiveblur.errors import InvalidParameterError, OutputImageError
-from adaptiveblur.io.image import CHANNELS, MODES, STDIO, Image
+from adaptiveblur.io.image import CHANNELS, FLOAT_DEPTH, MODES, STDIO, Image
 
 _FORMAT_ALIASES = {
     "png": "PNG",
@@ -31,6 +31,12 @@ SUPPORTED_OUTPUT_FORMATS: tuple[str, ...] = tuple(
     for name in ("PNG", "JPEG", "TIFF", "WEBP", "BMP")
     if name != "WEBP" or features.check("webp")
 )
+
+
+def output_format_names() -> list[str]:
+    """What ``format`` accepts, lower case: each format's names and aliases (``png``, ``jpg``)."""
+    return [alias for alias, name in _FORMAT_ALIASES.items() if name in SUPPORTED_OUTPUT_FORMATS]
+
 
 _ALPHA_FORMATS = frozenset({"PNG", "TIFF", "WEBP"})
 
@@ -110,11 +116,39 @@ def output_bit_depth(mode: str, bit_depth: int, format: str) -> int:
     """The bit depth an image of ``mode``/``bit_depth`` gets when written as ``format``.
 
     16 bits survive in PNG (any mode) and in greyscale TIFF; everything else is 8-bit.
+    32-bit float images stay float in TIFF (values as they are); in PNG they get 16 bits
+    and in the other formats 8 (see :func:`check_float_range`).
     """
     name = format_name(format)
+    if bit_depth == FLOAT_DEPTH:
+        return FLOAT_DEPTH if name == "TIFF" else 16 if name == "PNG" else 8
     if bit_depth == 16 and (name == "PNG" or (name == "TIFF" and mode == "L")):
         return 16
     return 8
+
+
+def check_float_range(image: Image, format: str) -> None:
+    """Refuse to write float values outside ``[0, 1]`` in a format of integer samples.
+
+    A 32-bit float image keeps its values in TIFF. PNG, JPEG, WebP and BMP store integers:
+    values in ``[0, 1]`` are quantised like any pixels, but others (a depth map in
+    metres) would be clipped away, so they are refused rather than silently lost. The
+    blur's output stays within its input's range (each pixel is a weighted mean), so
+    checking the input answers for the output before the blur.
+
+    Raises:
+        OutputImageError: ``image`` is float, ``format`` is not TIFF, and its values leave
+            ``[0, 1]``.
+    """
+    name = format_name(format)
+    if image.bit_depth != FLOAT_DEPTH or name == "TIFF" or not image.pixels.size:
+        return
+    low, high = float(image.pixels.min()), float(image.pixels.max())
+    if low < 0.0 or high > 1.0:
+        raise OutputImageError(
+            f"{display_name(name)} cannot store float values outside [0, 1] (these range "
+            f"from {low:g} to {high:g}); write TIFF instead, which keeps them as they are"
+        )
 
 
 def check_quality(quality: int) -> int:

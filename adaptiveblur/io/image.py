@@ -3,7 +3,9 @@
 Decoded images are ``(H, W, C)`` arrays in one of four layouts (``L``, ``LA``, ``RGB``,
 ``RGBA``), alpha straight (not premultiplied) in the last channel. Pixels are float32 in
 ``[0, 1]`` or the stored integer samples; :func:`to_float` and :func:`quantise` convert
-between them, and are the only place that does.
+between them, and are the only place that does. 32-bit float images (depth maps,
+scientific data; :data:`FLOAT_DEPTH`) are gray and keep their values as stored, in any
+units: their samples and their float pixels are the same float32 values.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ MAX_VALUE = {8: 255, 16: 65535}  # largest sample at each bit depth
 
 SAMPLE_TYPES = {8: "uint8", 16: "uint16"}  # integer pixels at each bit depth
 
+FLOAT_DEPTH = 32  # the bit depth of float32 samples, taken as they are (not scaled, not clipped)
+
+BIT_DEPTHS: tuple[int, ...] = (8, 16, FLOAT_DEPTH)
+
 # Format names (pillow's) and the aliases and extensions that select them.
 
 STDIO = "-"  # a path that means standard input or output
@@ -38,10 +44,12 @@ class Image:
         pixels: array of shape ``(H, W, C)``: float32 values in ``[0, 1]``, or the stored
             integer samples (uint8 for ``bit_depth`` 8, uint16 for 16; see
             :func:`load_image`'s ``integers``); alpha, when present, is the last channel
-            and is straight (not premultiplied).
-        mode: channel layout, one of ``"L"``, ``"LA"``, ``"RGB"``, ``"RGBA"``.
-        bit_depth: 8 or 16, what the source stored; the output follows it where the output
-            format can hold it.
+            and is straight (not premultiplied). For ``bit_depth`` 32 (:data:`FLOAT_DEPTH`)
+            float32 values as stored, in any range (a depth map in metres).
+        mode: channel layout, one of ``"L"``, ``"LA"``, ``"RGB"``, ``"RGBA"``; ``"L"`` for
+            ``bit_depth`` 32.
+        bit_depth: 8, 16 or 32, what the source stored; the output follows it where the
+            output format can hold it.
         icc_profile: raw ICC profile bytes, or ``None``.
         exif: raw EXIF bytes starting with ``b"Exif\\0\\0"``, with the orientation already
             applied to ``pixels`` and reset to 1 here, or ``None``.
@@ -49,7 +57,8 @@ class Image:
 
     Raises:
         InvalidParameterError: if ``mode``, ``bit_depth``, the shape of ``pixels`` or an
-            integer ``pixels`` dtype is wrong.
+            integer ``pixels`` dtype is wrong (integer pixels with ``bit_depth`` 32, or
+            ``bit_depth`` 32 in a mode other than ``"L"``).
     """
 
     pixels: np.ndarray
@@ -62,8 +71,12 @@ class Image:
     def __post_init__(self) -> None:
         if self.mode not in CHANNELS:
             raise InvalidParameterError(f"expected mode in {MODES}, got {self.mode!r}")
-        if self.bit_depth not in MAX_VALUE:
-            raise InvalidParameterError(f"expected bit_depth 8 or 16, got {self.bit_depth!r}")
+        if self.bit_depth not in BIT_DEPTHS:
+            raise InvalidParameterError(f"expected bit_depth 8, 16 or 32, got {self.bit_depth!r}")
+        if self.bit_depth == FLOAT_DEPTH and self.mode != "L":
+            raise InvalidParameterError(
+                f"expected mode L for bit_depth {FLOAT_DEPTH} (float), got {self.mode!r}"
+            )
         shape = tuple(getattr(self.pixels, "shape", ()))
         channels = CHANNELS[self.mode]
         if len(shape) != 3 or shape[2] != channels:
@@ -71,14 +84,15 @@ class Image:
                 f"expected pixels of shape (H, W, {channels}) for mode {self.mode}, got {shape}"
             )
         dtype = np.dtype(self.pixels.dtype)
-        if dtype.kind in "ui" and dtype.name != SAMPLE_TYPES[self.bit_depth]:
+        expected = SAMPLE_TYPES.get(self.bit_depth, "float")
+        if dtype.kind in "ui" and dtype.name != expected:
             raise InvalidParameterError(
-                f"expected {SAMPLE_TYPES[self.bit_depth]} samples for bit_depth "
-                f"{self.bit_depth}, got {dtype.name}"
+                f"expected {expected} samples for bit_depth {self.bit_depth}, got {dtype.name}"
             )
 
     def float_pixels(self) -> np.ndarray:
-        """``pixels`` as float32 in ``[0, 1]`` (converted when they are integer samples)."""
+        """``pixels`` as float32 in ``[0, 1]`` (converted when they are integer samples);
+        the stored values for ``bit_depth`` 32."""
         if np.dtype(self.pixels.dtype).kind in "ui":
             return to_float(self.pixels, self.bit_depth)
         return np.asarray(self.pixels, dtype=np.float32)
@@ -106,9 +120,10 @@ class Image:
 
 
 def to_float(values: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Integer samples → float32 in [0, 1]."""
+    """Integer samples → float32 in [0, 1]; 32-bit float samples → a float32 copy, as they are."""
     pixels = values.astype(np.float32)
-    pixels /= np.float32(MAX_VALUE[bit_depth])
+    if bit_depth != FLOAT_DEPTH:
+        pixels /= np.float32(MAX_VALUE[bit_depth])
     return pixels
 
 

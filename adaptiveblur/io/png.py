@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from adaptiveblur.cpus import usable_cpus
 
 # zlib level: several times faster to encode than pillow's default 6, for files slightly
 # larger. Level 2 (one below GEGL's 3) deflates photos a third faster than 3 for files
@@ -388,7 +389,7 @@ def deflate(buffer: memoryview, level: int) -> bytes:
     """
     data = buffer.cast("B") if buffer.ndim != 1 or buffer.format != "B" else buffer  # bytes
     size = data.nbytes
-    pieces = min(os.cpu_count() or 1, size // PARALLEL_DEFLATE_PIECE)
+    pieces = min(usable_cpus(), size // PARALLEL_DEFLATE_PIECE)
     if pieces < 2:
         return zlib.compress(data, level)
     bounds = [size * index // pieces for index in range(pieces + 1)]

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from adaptiveblur.cpus import usable_cpus
 from adaptiveblur.native import build
 from adaptiveblur.native.build import Build, NativeBuildError
 
@@ -114,13 +115,10 @@ def set_worker_count(count: int | None) -> None:
 
 
 def worker_count() -> int:
-    """Threads to use: as set, else the CPUs this process may run on (its affinity mask)."""
+    """Threads to use: as set, else the CPUs this process may use (:func:`~adaptiveblur.cpus.usable_cpus`)."""
     if _worker_limit is not None:
         return _worker_limit
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return usable_cpus()
 
 
 def run_jobs(

@@ -20,7 +20,7 @@ from adaptiveblur.color import REC709_LUMA, srgb_to_linear
 from adaptiveblur.kernels import radius_for
 from adaptiveblur.native import library
 from adaptiveblur.sigma import intensity_source
-from adaptiveblur.tiling import DEFAULT_MAX_MEMORY
+from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, check_window
 
 if TYPE_CHECKING:
     from adaptiveblur.settings import BlurSettings
@@ -67,6 +67,8 @@ def render_samples(
         map when ``keep_sigma`` (else ``None``).
 
     Raises:
+        InvalidParameterError: max sigma's window is so much wider than the image that one
+            row band does not fit in the memory budget (see :func:`tiling.check_window`).
         ValueError: float pixels, sizes that do not match, or the kernel failed.
         RuntimeError: the native library cannot be built here (see :func:`unavailable_reason`).
     """
@@ -144,8 +146,7 @@ def render_samples(
         held.append(given)
         job.sigma_map = given.ctypes.data
 
-    workers = library.worker_count()
-    bands = _bands(height, width, channels, settings, workers)
+    bands, workers = _bands(height, width, channels, settings, library.worker_count())
     done = 0
 
     def band_done() -> None:
@@ -166,22 +167,29 @@ def render_samples(
 
 def _bands(
     height: int, width: int, channels: int, settings: BlurSettings, workers: int
-) -> list[tuple[int, int]]:
-    """Row ranges of about :data:`BAND_BYTES` of input planes (the bands in flight within
-    the memory budget), at least :data:`BANDS_PER_WORKER` per worker.
+) -> tuple[list[tuple[int, int]], int]:
+    """Row ranges of about :data:`BAND_BYTES` of input planes, at least
+    :data:`BANDS_PER_WORKER` per worker, and how many workers may hold a band at once.
 
-    A band is never much shorter than its halo, whatever the budget: the halo's rows are
-    filled again by every band, and a band of one row under a wide halo would fill
-    hundreds of rows for each row it blurs.
+    A band is never much shorter than its halo when the budget allows: the halo's rows
+    are filled again by every band, and a band of one row under a wide halo would fill
+    hundreds of rows for each row it blurs. Where bands that tall do not fit once per
+    worker, fewer workers run, so the bands in flight stay within the budget.
+
+    Raises:
+        InvalidParameterError: not even a one-row band fits in the budget.
     """
     halo = radius_for(settings.max_sigma, settings.truncate)
+    budget = settings.max_memory or DEFAULT_MAX_MEMORY
+    check_window(1, width, channels, 4, halo, budget, truncate=settings.truncate)
     # Input planes, blurred planes, sigma and radius, per output row of a band.
     row_bytes = channels * (width + 2 * halo) * 4 + channels * width * 4 + width * 12
-    budget = settings.max_memory or DEFAULT_MAX_MEMORY
-    by_memory = min(BAND_BYTES, budget // workers) // row_bytes - 2 * halo
+    every_worker = min(BAND_BYTES, budget // workers) // row_bytes - 2 * halo
+    one_worker = budget // row_bytes - 2 * halo
     balanced = -(-height // (workers * BANDS_PER_WORKER))
-    rows = max(1, min(max(by_memory, halo), balanced))
-    return [(row0, min(row0 + rows, height)) for row0 in range(0, height, rows)]
+    rows = max(1, min(max(every_worker, min(halo, one_worker)), balanced))
+    in_flight = max(1, min(workers, budget // ((rows + 2 * halo) * row_bytes)))
+    return [(row0, min(row0 + rows, height)) for row0 in range(0, height, rows)], in_flight
 
 
 def _integer_samples(image: io.Image) -> np.ndarray:

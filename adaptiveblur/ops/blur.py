@@ -14,7 +14,15 @@ from adaptiveblur.errors import InvalidParameterError
 from adaptiveblur.kernels import DEFAULT_TRUNCATE, check_truncate, radius_for, radius_map
 from adaptiveblur.ops.registry import DEFAULT_METHOD, choose_backend
 from adaptiveblur.ops.tile import TileInput
-from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, Tile, check_max_memory, plan_tiles, tile_side
+from adaptiveblur.tiling import (
+    DEFAULT_MAX_MEMORY,
+    MIN_TILE_SIDE,
+    Tile,
+    check_max_memory,
+    check_window,
+    plan_tiles,
+    tile_side,
+)
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -111,6 +119,16 @@ def adaptive_blur(
     largest = float(sigma_map.detach().max()) if sigma_bound is None else sigma_bound
     halo = None if sigma_bound is None else radius_for(sigma_bound, truncate)
     widest = 2 * radius_for(largest, truncate) + 1
+    # The smallest tile is MIN_TILE_SIDE square; its halo must fit, however the image is cut.
+    check_window(
+        min(height, MIN_TILE_SIDE),
+        min(width, MIN_TILE_SIDE),
+        batch * channels,
+        source.element_size(),
+        (widest - 1) // 2 if halo is None else halo,
+        budget,
+        truncate=truncate,
+    )
     per_pixel = chosen.bytes_per_pixel(batch, channels, widest, source.element_size())
     side = tile_side(per_pixel, budget, height, width)
     tiles = plan_tiles(height, width, side, min_width=NARROWEST_TILE)

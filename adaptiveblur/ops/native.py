@@ -6,7 +6,8 @@ each pixel's own radius), so cost follows the sigma map, not its maximum. float3
 images are summed in float32 with weights computed in float64; float64 images entirely
 in float64. Both are exact: float32 within its rounding of the float64 result, float64
 within a few ulp. Output rows are split into bands over ``torch.get_num_threads()``
-threads; a tile of little work runs on the calling thread.
+threads (no more than :func:`~adaptiveblur.cpus.usable_cpus`); a tile of little work runs
+on the calling thread.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 
+from adaptiveblur.cpus import usable_cpus
 from adaptiveblur.errors import DeviceUnavailableError
 from adaptiveblur.native import library
 from adaptiveblur.ops.tile import TileInput
@@ -111,7 +113,7 @@ def run_tile(
             )
         )
 
-    workers = max(1, torch.get_num_threads())
+    workers = max(1, min(torch.get_num_threads(), usable_cpus()))
     work = batch * channels * height * width * (2 * halo + 1) ** 2
     if workers == 1 or work < _PARALLEL_WORK:
         jobs = [(item, 0, height) for item in range(batch)]
