@@ -43,7 +43,7 @@ UNRECORDED = re.compile(r"^adaptiveblur: note: kept (\d+) existing outputs? with
 PLAIN = re.compile(
     r"^adaptiveblur: (\d+)/(\d+) files, (\d+) failed, \d+\.\d images/s(, about \d+ (s|min) left)?$"
 )
-DRY_LINE = re.compile(r"^(do|skip|redo|refuse) +(\S+) -> (\S+)(  \((.+)\))?$")
+DRY_LINE = re.compile(r"^(do|skip|redo|refuse|fail) +(\S+) -> (\S+)(  \((.+)\))?$")
 
 
 @pytest.fixture
@@ -302,6 +302,15 @@ def test_dry_run_into_the_input_folder(capsys, work, photos):
     assert all(line.endswith("(it is the input)") for line in out.splitlines())
     code, out, _ = cli(capsys, "batch", "in", "in", "--max-sigma", "2", "--dry-run", "--overwrite")
     assert all(line.startswith("refuse ") for line in out.splitlines()), out
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_dry_run_says_a_pipe_would_fail(capsys, work, photos):
+    os.mkfifo(work / "in" / "pipe.png")  # opened, it would wait for a writer
+    code, out, err = batch(capsys, "--max-sigma", "2", "--dry-run")
+    assert code == 0
+    assert dry_lines(out)["pipe.png"] == ("fail", "not a regular file")
+    assert err.strip().endswith(", 1 that would fail; nothing was written")
 
 
 def test_dry_run_errors_like_a_run(capsys, work, photos):

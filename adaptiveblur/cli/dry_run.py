@@ -23,19 +23,41 @@ _WHY = {
 
 
 def show_plan(decisions: Sequence[Decision]) -> None:
-    """Print ``ACTION  SOURCE -> DEST  (why)`` per file on stdout, then a count on stderr."""
+    """Print ``ACTION  SOURCE -> DEST  (why)`` per file on stdout, then a count on stderr.
+
+    A file that would be read but is not a regular file (a pipe, a device) is ``fail``,
+    as the run would report it; it is checked with ``stat`` alone, never opened.
+    """
+    counts: Counter[str] = Counter()
     for decision in decisions:
-        why = _why(decision)
-        line = f"{decision.action:<6} {decision.task.source} -> {decision.task.dest}"
+        action, why = decision.action, _why(decision)
+        if action in ("do", "redo"):
+            unreadable = _unreadable(decision.task.source)
+            action, why = ("fail", unreadable) if unreadable else (action, why)
+        counts[action] += 1
+        line = f"{action:<6} {decision.task.source} -> {decision.task.dest}"
         _write_line(f"{line}  ({why})" if why else line)
-    counts = Counter(decision.action for decision in decisions)
     unrecorded = sum(decision.reason == "no record" for decision in decisions)
     listed = f"{counts['do']} to do, {counts['redo']} to redo, {counts['skip']} to skip"
     if unrecorded:
         listed += f" ({unrecorded} with no record of their settings)"
     if counts["refuse"]:
         listed += f", {counts['refuse']} refused"
+    if counts["fail"]:
+        listed += f", {counts['fail']} that would fail"
     say(f"{PROG}: dry run: {listed}; nothing was written")
+
+
+def _unreadable(source: str) -> str | None:
+    """Why ``source`` could not be read (``"not a regular file"``), or ``None``."""
+    from adaptiveblur.errors import InputImageError
+    from adaptiveblur.io import check_regular_file
+
+    try:
+        check_regular_file(source)
+    except InputImageError as failure:
+        return str(failure).split("': ", 1)[-1]
+    return None
 
 
 def _why(decision: Decision) -> str:
