@@ -22,7 +22,7 @@ def test_reference_is_always_available():
 def test_declared_capabilities():
     assert BY_NAME["triton"].dtypes == frozenset({"float32"})
     assert all(b.dtypes >= {"float32", "float64"} for b in BACKENDS if b.name != "triton")
-    assert [b.name for b in BACKENDS if b.differentiable] == ["reference"]
+    assert [b.name for b in BACKENDS if b.differentiable] == ["native", "reference"]
     assert [b.name for b in BACKENDS if b.graph_safe] == ["triton"]
     assert {b.name for b in BACKENDS if b.fused} == {"triton", "native"}
 

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 SOURCES = {
     "adaptiveblur_native.c": Path(__file__).with_name("_native.c"),
     "adaptiveblur_render.c": Path(__file__).with_name("_render.c"),
+    "adaptiveblur_backward.c": Path(__file__).with_name("_backward.c"),
 }
 ABI_VERSION = 2  # must match ABI_VERSION in _native.c
 BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=fast", "-std=gnu11")

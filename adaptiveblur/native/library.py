@@ -74,6 +74,19 @@ class Kernels:
             function.restype = ctypes.c_int
             self.by_dtype[dtype] = function
             self.lanes[dtype] = int(getattr(library, f"adaptiveblur_lanes_{suffix}")())
+        # The backward pass (_backward.c): dL/dsigma and the tables by output rows, then
+        # dL/dinput by padded rows.
+        self.backward_sigma: dict[str, Callable[..., int]] = {}
+        self.backward_input: dict[str, Callable[..., int]] = {}
+        for dtype, suffix in (("float32", "f32"), ("float64", "f64")):
+            function = getattr(library, f"adaptiveblur_backward_sigma_{suffix}")
+            function.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 6
+            function.restype = ctypes.c_int
+            self.backward_sigma[dtype] = function
+            function = getattr(library, f"adaptiveblur_backward_input_{suffix}")
+            function.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6
+            function.restype = ctypes.c_int
+            self.backward_input[dtype] = function
         self.exp: Callable[..., None] = library.adaptiveblur_exp_f64
         self.exp.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
         self.exp.restype = None

@@ -66,8 +66,9 @@ def adaptive_blur(
             backend runs on the device, else fast).
         backend: force one implementation by name (see ``registry.BACKEND_NAMES``);
             default: the fastest available for the method, device and dtype. When
-            gradients are needed (the image or sigma requires grad), the differentiable
-            reference backend runs, checkpointed per tile so the backward pass is tiled too.
+            gradients are needed (the image or sigma requires grad), a differentiable
+            backend runs (on the CPU the native one, whose backward pass is native too; else
+            the reference), checkpointed per tile so the backward pass is tiled too.
         max_memory: bytes the temporaries may take at once (default 1 GiB). Tiles
             and window chunks are sized to fit, for any image size and sigma.
         progress: called as ``progress(tiles_done, tiles_total)`` after each tile.

@@ -8,6 +8,10 @@ in float64. Both are exact: float32 within its rounding of the float64 result, f
 within a few ulp. Output rows are split into bands over ``torch.get_num_threads()``
 threads (no more than :func:`~adaptiveblur.cpus.usable_cpus`); a tile of little work runs
 on the calling thread.
+
+Under autograd the tile's backward pass is native too (``_backward.c``): the gradient to
+sigma and to the padded input, each a gather over windows, so no atomics and the same
+bits on every run; torch carries the input's gradient back through the border.
 """
 
 from __future__ import annotations
@@ -37,12 +41,14 @@ def available(device: torch.device) -> str | None:
 
 
 def bytes_per_pixel(batch: int, channels: int, window: int, element: int) -> int:
-    """Temporaries per output pixel: the result, contiguous sigma and radius copies.
+    """Temporaries per output pixel: the result, contiguous sigma and radius copies, and
+    the backward pass's weight table (``halo + 1`` doubles) and normalisation.
 
-    Independent of ``window``: besides these the kernel only keeps, per thread, a weight
-    table and the folded rows of one chunk (``4 * halo * (256 + 2 * halo)`` values).
+    Besides these the forward kernel only keeps, per thread, a weight table and the
+    folded rows of one chunk (``4 * halo * (256 + 2 * halo)`` values).
     """
-    return batch * (channels * element + element + 8)
+    halo = (window - 1) // 2
+    return batch * (channels * element + element + 8) + 8 * (halo + 2)
 
 
 def blur_tile(tile: TileInput) -> torch.Tensor:
@@ -72,8 +78,11 @@ def blur_tile(tile: TileInput) -> torch.Tensor:
     source = padded.to(device="cpu", dtype=dtype).contiguous()
     sigma = sigma.to(device="cpu", dtype=dtype).contiguous()
     radius = radius.to(device="cpu", dtype=torch.int64).contiguous()
-    out = torch.empty((batch, channels, height, width), dtype=dtype)
-    run_tile(kernels.by_dtype[name], source, sigma, radius, out, halo)
+    if torch.is_grad_enabled() and (source.requires_grad or sigma.requires_grad):
+        out = _TileBlur.apply(source, sigma, radius, halo)
+    else:
+        out = torch.empty((batch, channels, height, width), dtype=dtype)
+        run_tile(kernels.by_dtype[name], source, sigma, radius, out, halo)
     if transposed:
         out = out.transpose(-2, -1).contiguous()
     return out if padded.dtype == dtype else out.to(padded.dtype)
@@ -128,3 +137,130 @@ def run_tile(
     message = library.failure(library.run_jobs(workers, rows, jobs))
     if message is not None:
         raise ValueError(f"native blur failed: {message}")
+
+
+class _TileBlur(torch.autograd.Function):
+    """The native blur of one contiguous tile, with its native backward pass."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        source: torch.Tensor,
+        sigma: torch.Tensor,
+        radius: torch.Tensor,
+        halo: int,
+    ) -> torch.Tensor:
+        kernels = _kernels()
+        batch, channels, height, width = (*source.shape[:2], *sigma.shape[-2:])
+        out = torch.empty((batch, channels, height, width), dtype=source.dtype)
+        run_tile(kernels.by_dtype[_name(source)], source, sigma, radius, out, halo)
+        ctx.save_for_backward(source, sigma, radius)
+        ctx.halo = halo  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        source, sigma, radius = ctx.saved_tensors  # type: ignore[attr-defined]
+        wants_input, wants_sigma = ctx.needs_input_grad[:2]  # type: ignore[attr-defined]
+        halo: int = ctx.halo  # type: ignore[attr-defined]
+        grad_input, grad_sigma = backward_tile(
+            source, sigma, radius, grad.to(source.dtype).contiguous(), halo, wants_input
+        )
+        return grad_input, grad_sigma if wants_sigma else None, None, None
+
+
+def backward_tile(
+    source: torch.Tensor,
+    sigma: torch.Tensor,
+    radius: torch.Tensor,
+    grad: torch.Tensor,
+    halo: int,
+    wants_input: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Gradients of the tile's blur: to the padded ``source`` (when ``wants_input``) and
+    to ``sigma``, given the output's gradient ``grad``; all contiguous, on the CPU.
+
+    Raises:
+        ValueError: the kernel reported a bad radius.
+    """
+    kernels = _kernels()
+    name = _name(source)
+    batch, channels, padded_height, pitch = source.shape
+    height, width = sigma.shape[-2:]
+    table = torch.empty((height * width, halo + 1), dtype=torch.float64)
+    inverse = torch.empty((height * width,), dtype=torch.float64)
+    grad_sigma = torch.empty(sigma.shape, dtype=source.dtype)
+    grad_input = torch.empty(source.shape, dtype=source.dtype) if wants_input else None
+    workers = max(1, min(torch.get_num_threads(), usable_cpus()))
+    in_item, out_item, map_item = source[0].numel(), grad[0].numel(), height * width
+
+    def pointer(tensor: torch.Tensor, item: int, size: int) -> int:
+        return tensor.data_ptr() + item * size * tensor.element_size()
+
+    for item in range(batch):  # the tables are one item's: items go one after another
+
+        def sigma_rows(row0: int, row1: int, item: int = item) -> int:
+            return int(
+                kernels.backward_sigma[name](
+                    pointer(source, item, in_item),
+                    pointer(sigma, item, map_item),
+                    pointer(radius, item, map_item),
+                    pointer(grad, item, out_item),
+                    table.data_ptr(),
+                    inverse.data_ptr(),
+                    pointer(grad_sigma, item, map_item),
+                    channels,
+                    height,
+                    width,
+                    halo,
+                    row0,
+                    row1,
+                )
+            )
+
+        _run_rows(workers, sigma_rows, height)
+        if grad_input is None:
+            continue
+
+        def input_rows(row0: int, row1: int, item: int = item) -> int:
+            assert grad_input is not None
+            return int(
+                kernels.backward_input[name](
+                    pointer(radius, item, map_item),
+                    pointer(grad, item, out_item),
+                    table.data_ptr(),
+                    inverse.data_ptr(),
+                    pointer(grad_input, item, in_item),
+                    channels,
+                    height,
+                    width,
+                    halo,
+                    row0,
+                    row1,
+                )
+            )
+
+        _run_rows(workers, input_rows, padded_height)
+    return grad_input, grad_sigma
+
+
+def _run_rows(workers: int, rows: Callable[[int, int], int], count: int) -> None:
+    """``rows(row0, row1)`` over ``[0, count)`` in about BANDS_PER_WORKER bands a worker."""
+    step = max(1, -(-count // (workers * BANDS_PER_WORKER)))
+    jobs = [(row0, min(row0 + step, count)) for row0 in range(0, count, step)]
+    message = library.failure(library.run_jobs(workers, rows, jobs))
+    if message is not None:
+        raise ValueError(f"native blur backward failed: {message}")
+
+
+def _kernels() -> library.Kernels:
+    kernels = library.kernels()
+    if isinstance(kernels, str):
+        raise DeviceUnavailableError(f"backend 'native' is not available: {kernels}")
+    return kernels
+
+
+def _name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")

@@ -82,7 +82,14 @@ BACKENDS = (
         graph_safe=True,
         fused=True,
     ),
-    Backend("native", "exact", frozenset({"cpu"}), "adaptiveblur.ops.native", fused=True),
+    Backend(
+        "native",
+        "exact",
+        frozenset({"cpu"}),
+        "adaptiveblur.ops.native",
+        fused=True,
+        differentiable=True,
+    ),
     Backend("levels", "fast", frozenset({"cpu", "cuda"}), "adaptiveblur.ops.levels"),
     Backend(
         "reference",
