@@ -153,7 +153,12 @@ def blur_samples(
         out_alpha = blurred[color_count:].clamp(0.0, 1.0)
         opaque = out_alpha > _ALPHA_FLOOR
         out_color = torch.where(opaque, out_color / out_alpha.clamp_min(_ALPHA_FLOOR), color)
-    if not as_stored:
+    if as_stored:
+        # Each output is a weighted mean of inputs, so it lies within their range; float32
+        # rounding can step just outside it (1.0000002 from ones), which would make a
+        # float image in [0, 1] unwritable as PNG. Clamped on the device, nothing read back.
+        out_color = torch.minimum(torch.maximum(out_color, color.amin()), color.amax())
+    else:
         out_color = out_color.clamp(0.0, 1.0)
     if linear:
         out_color = linear_to_srgb(out_color)

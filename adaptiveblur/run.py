@@ -299,19 +299,20 @@ def run_file(
 
 
 def _fit_torch_threads() -> None:
-    """Keep this thread's torch CPU threads within :func:`adaptiveblur.cpus.usable_cpus`.
+    """Keep this thread's torch CPU threads within what the native kernel may use
+    (:func:`adaptiveblur.native.library.worker_count`: the usable CPUs, or a batch worker
+    process's share of them).
 
     torch sizes its pool by the cores it sees, not by a cgroup quota or a SLURM
     allotment; more threads than the process may use only get throttled. A lower count
-    (set by the user, or by a batch for its worker processes) is kept. Called by the
-    thread that runs the blur: a thread that has used torch keeps its own count when
-    another thread sets one.
+    (set by the user) is kept. Called by the thread that runs the blur: a thread that has
+    used torch keeps its own count when another thread sets one.
     """
     import torch
 
-    from adaptiveblur.cpus import usable_cpus
+    from adaptiveblur.native import library
 
-    usable = usable_cpus()
+    usable = library.worker_count()
     if torch.get_num_threads() > usable:
         torch.set_num_threads(usable)
 

@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from adaptiveblur.errors import InvalidParameterError
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes the engine may use for temporaries at once
-MIN_TILE_SIDE = 32
-MIN_TILE_PIXELS = (
-    MIN_TILE_SIDE * MIN_TILE_SIDE
-)  # below this, split the window into row chunks instead
+MIN_TILE_SIDE = 32  # the smallest tile side; below it the window is split into row chunks
+MIN_TILE_PIXELS = MIN_TILE_SIDE * MIN_TILE_SIDE
 
 
 @dataclass(frozen=True)
@@ -111,7 +109,8 @@ def check_window(
 
     Args:
         rows, cols: the smallest piece the engine can blur at a time.
-        planes: planes read per piece (images in the batch times channels).
+        planes: planes read per piece and image (its channels: a batch of images is a
+            tiling choice, not a limit).
         element: bytes per sample the engine reads (4 for float32).
         halo: the radius of the widest window.
         max_memory: the budget, in bytes.
@@ -132,11 +131,15 @@ def check_window(
         else:
             high = middle
     fits = padded_bytes(rows, cols, low, planes, element) <= limit
-    largest = math.floor(low / truncate * 10) / 10 if fits else 0.0
+    largest = 0.0
+    if fits:  # the largest tenth of a pixel whose radius, floor(truncate * s + 0.5), is low
+        largest = math.floor((low + 0.5) / truncate * 10) / 10
+        while largest > 0 and math.floor(truncate * largest + 0.5) > low:
+            largest = round(largest - 0.1, 1)
     raise InvalidParameterError(
         f"a window of radius {halo} needs {_size(needed)} for each {rows}x{cols} piece "
         f"of the image, more than max_memory allows ({_size(limit)}); at that budget the "
-        f"largest max_sigma is {largest:g}",
+        f"largest sigma is {largest:g}",
         parameter="max_memory",
     )
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -32,7 +34,9 @@ from tests.helpers import (
     assert_clean_error,
     cli,
     files_under,
+    run_subprocess,
     snapshot,
+    subprocess_env,
 )
 from tests.test_batch import make_image, summary_of
 
@@ -596,3 +600,68 @@ def test_help_names_the_variables(capsys):
     flat = " ".join(out.split())
     for variable in ("ADAPTIVEBLUR_DEVICE", "ADAPTIVEBLUR_MAX_MEMORY", "ADAPTIVEBLUR_JOBS"):
         assert f"env var: {variable}" in flat
+
+
+# ---- what a re-run must never replace -------------------------------------------------------
+
+
+def test_an_output_used_as_the_map_is_never_replaced(capsys, work, photos):
+    code, _, err = batch(capsys, "--max-sigma", "2", "-q")
+    assert code == 0, err
+    the_map = work / "out" / "a.png"
+    before = the_map.read_bytes()
+    code, out, _ = batch(capsys, "--max-sigma", "4", "--map", "out/a.png", "--dry-run")
+    assert dry_lines(out)["a.png"] == ("refuse", "would replace the --map file")
+    for extra in ([], ["--overwrite"]):
+        batch(capsys, "--max-sigma", "4", "--map", "out/a.png", "-q", *extra)
+        assert the_map.read_bytes() == before, extra
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_named_like_the_manifest_is_never_waited_on(work, photos):
+    (work / "out").mkdir()
+    os.mkfifo(work / "out" / (manifest.MANIFEST_PREFIX + manifest.MANIFEST_SUFFIX))
+    for extra in (["--dry-run"], []):
+        done = run_subprocess(
+            ["-m", "adaptiveblur", "batch", "in", "out", "-r", "--max-sigma", "2", "-q", *extra],
+            work,
+        )
+        text = done.stderr.decode()
+        assert done.returncode in (0, 4), text  # a manifest it cannot write is an output error
+        assert "Traceback" not in text
+
+
+def test_dry_run_into_a_closed_pipe_is_quiet(work, photos):
+    command = [sys.executable, "-m", "adaptiveblur", "batch", "in", "out", "-r", "--max-sigma", "2"]
+    reader = subprocess.Popen(
+        [*command, "--dry-run"],
+        cwd=work,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None
+    reader.stdout.close()  # no reader at all: the first line meets a closed pipe
+    _, err = reader.communicate(timeout=60)
+    assert reader.returncode == 141, err.decode()
+    assert b"Traceback" not in err
+
+
+def test_a_file_put_in_place_of_a_stale_output_after_planning_is_kept(capsys, work, photos):
+    """The plan redoes the output it found; a file that replaced it meanwhile is not ours."""
+    from adaptiveblur.batch import blur_files
+
+    assert batch(capsys, "--max-sigma", "2", "-q")[0] == 0
+    foreign = b"not made by adaptiveblur" * 10
+    target = work / "out" / "a.png"
+
+    def swap(tasks) -> None:
+        (work / "out" / "a.new").write_bytes(foreign)
+        os.replace(work / "out" / "a.new", target)
+
+    summary = blur_files(
+        "out", BlurSettings(max_sigma=5.0), FileOptions(), in_dir="in", recursive=True,
+        on_plan=swap, jobs=1,
+    )  # fmt: skip
+    assert target.read_bytes() == foreign
+    assert summary.redone == len(photos) - 1

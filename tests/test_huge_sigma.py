@@ -19,7 +19,7 @@ from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, check_window, padded_bytes
 from tests.helpers import PREFIX, assert_clean_error, cli, files_under, run_subprocess
 from tests.oracle import loop_blur
 
-LARGEST = re.compile(r"largest max_sigma is ([0-9.e+]+)")
+LARGEST = re.compile(r"largest sigma is ([0-9.e+]+)")
 
 
 def largest_stated(message: str) -> float:
@@ -62,7 +62,7 @@ def test_cli_refuses_a_sigma_no_piece_can_hold(work: Path, capsys, extra: list[s
     PILImage.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(work / "in.png")
     before = files_under(work)
     code, out, err = cli(capsys, "run", "in.png", "out.png", "--max-sigma", "1e6", *extra)
-    assert_clean_error(code, out, err, EXIT_USAGE, "largest max_sigma is")
+    assert_clean_error(code, out, err, EXIT_USAGE, "largest sigma is")
     assert "--max-memory" in err
     assert files_under(work) == before  # no output, no temporary
 
@@ -81,7 +81,7 @@ def test_the_stated_sigma_follows_the_budget(work: Path, capsys) -> None:
 
 def test_the_library_refuses_too(rng: np.random.Generator) -> None:
     image = torch.from_numpy(rng.random((3, 9, 11), dtype=np.float32))
-    with pytest.raises(InvalidParameterError, match="largest max_sigma"):
+    with pytest.raises(InvalidParameterError, match="largest sigma"):
         adaptive_blur(image, torch.full((9, 11), 1e6), backend="native")
 
 

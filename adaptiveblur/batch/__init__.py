@@ -11,6 +11,7 @@ recorded CUDA graphs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -117,7 +118,10 @@ def blur_files(
         on_notice(route.notice)
     devices = ["cpu"] if route.engine == "native" else spread_devices(route.device, gpus)
     workers = jobs if jobs is not None else max(usable_cpus(), len(devices) + 1)
-    redo = frozenset(decision.task.dest for decision in decisions if decision.action == "redo")
+    redo = frozenset(
+        _as_found(decision.task.dest) for decision in decisions if decision.action == "redo"
+    )
+    redone = {dest for dest, _, _ in redo}
     made_with = {decision.task.dest: decision.settings for decision in decisions}
     manifest = ManifestWriter(out_dir, shard, fingerprints.table)
 
@@ -148,7 +152,7 @@ def blur_files(
         raise
     manifest.flush()
     unrecorded = {d.task.dest for d in decisions if d.reason == "no record"}
-    summary.redone = sum(o.status == "done" and o.task.dest in redo for o in summary.outcomes)
+    summary.redone = sum(o.status == "done" and o.task.dest in redone for o in summary.outcomes)
     summary.unrecorded = sum(
         o.status == "skipped" and o.task.dest in unrecorded for o in summary.outcomes
     )
@@ -173,19 +177,30 @@ def plan_files(
     nothing is written (not even ``out_dir``) and no device is started.
 
     Returns:
-        One :class:`~adaptiveblur.batch.manifest.Decision` per file, in path order.
+        One :class:`~adaptiveblur.batch.manifest.Decision` per file, in path order; a file
+        the run would read but that is not a regular file is ``"fail"``, its reason why
+        (``"not a regular file"``).
 
     Raises:
         InvalidParameterError, InputImageError, OutputImageError: as :func:`blur_files`
         raises before any work.
     """
+    from adaptiveblur import io
     from adaptiveblur.settings import FileOptions
 
     options = options or FileOptions()
     decisions, _ = _decide(
         out_dir, settings, options, in_dir, sources, patterns, recursive, suffix, shard
     )
-    return decisions
+    planned = []
+    for decision in decisions:  # what the run would fail, unopened (a pipe would block)
+        problem = None
+        if decision.action in ("do", "redo"):
+            problem = io.regular_file_problem(decision.task.source)
+        planned.append(
+            dataclasses.replace(decision, action="fail", reason=problem) if problem else decision
+        )
+    return planned
 
 
 def _decide(
@@ -224,8 +239,19 @@ def _decide(
     settings.check()
     options.check()
     fingerprints = manifest.Fingerprints(settings, options)
-    decisions = manifest.decide(tasks, out_dir, fingerprints, overwrite=options.overwrite)
+    decisions = manifest.decide(
+        tasks, out_dir, fingerprints, overwrite=options.overwrite, map_path=options.map_path
+    )
     return decisions, fingerprints
+
+
+def _as_found(dest: str) -> tuple[str, int, int]:
+    """``dest`` with its size and modification time now, so the run redoes only that file."""
+    try:
+        status = os.stat(dest)
+    except OSError:
+        return dest, -1, -1
+    return dest, status.st_size, status.st_mtime_ns
 
 
 def spread_devices(device: str, gpus: Sequence[int] | None = None) -> list[str]:

@@ -137,10 +137,12 @@ class Decision:
     """What a batch does with one task, and why.
 
     ``action``: ``"do"`` (no output yet), ``"skip"`` (an output is kept), ``"redo"`` (an
-    output is replaced) or ``"refuse"`` (the output would replace its own input; the run
-    reports it as failed). ``reason``: ``"new"``, ``"same settings"``, ``"no record"``
+    output is replaced), ``"refuse"`` (the output would replace its own input; the run
+    reports it as failed) or, from :func:`adaptiveblur.batch.plan_files`, ``"fail"`` (the
+    input is not a regular file; ``reason`` says what it is). ``reason``: ``"new"``, ``"same settings"``, ``"no record"``
     (an output this tool has no record of), ``"settings changed"``, ``"overwrite"``
-    (asked for) or ``"input"`` (the output is the input). ``settings``: the fingerprint
+    (asked for), ``"input"`` (the output is the input) or ``"map"`` (the output is the
+    ``--map`` file). ``settings``: the fingerprint
     the output gets.
     """
 
@@ -156,8 +158,10 @@ def decide(
     fingerprints: Fingerprints,
     *,
     overwrite: bool = False,
+    map_path: str | None = None,
 ) -> list[Decision]:
-    """What to do with each task, from its output (if any) and the records of ``out_dir``.
+    """What to do with each task, from its output (if any) and the records of ``out_dir``;
+    an output that is the ``map_path`` file is refused, whatever ``overwrite`` says.
 
     Reads only: nothing is written, not even ``out_dir``.
     """
@@ -171,6 +175,8 @@ def decide(
             action, reason = "do", "new"
         elif same_file(task.source, task.dest):  # never replaced: the runner refuses it
             action, reason = ("refuse" if overwrite else "skip"), "input"
+        elif same_file(map_path, task.dest):  # never replaced, even with overwrite
+            action, reason = "refuse", "map"
         elif overwrite:
             action, reason = "redo", "overwrite"
         else:
@@ -217,10 +223,13 @@ def read_records(out_dir: str) -> dict[str, list[Record]]:
 
 
 def _read_manifest(path: str) -> tuple[dict[str, Any], dict[str, Record]]:
-    """The settings table and the records of one manifest file (both empty if unreadable)."""
+    """The settings table and the records of one manifest file (both empty if unreadable,
+    or if it is not a regular file: a pipe of that name is never waited on)."""
+    from adaptiveblur.io import open_regular_file
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        with open_regular_file(path, path) as handle:
+            data = json.loads(handle.read().decode("utf-8"))
         table = data["settings"]
         records = {
             str(key): Record(

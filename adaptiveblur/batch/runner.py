@@ -98,14 +98,15 @@ def run_batch(
     on_outcome: Callable[[Outcome], None] | None = None,
     cuda_graphs: bool = True,
     route: Route | None = None,
-    redo: frozenset[str] = frozenset(),
+    redo: frozenset[tuple[str, int, int]] = frozenset(),
 ) -> BatchSummary:
     """Blur planned tasks; one bad file never stops the others.
 
     ``route`` fixes how every file is blurred (default: chosen per file).
 
-    Existing outputs are skipped unless ``options.overwrite`` or their task's output path
-    is in ``redo``; outputs are written atomically, so an interrupted batch resumes where
+    Existing outputs are skipped unless ``options.overwrite``, or ``redo`` holds their
+    path with the size and modification time (ns) they had when the batch was planned (a
+    file put there since is not replaced); outputs are written atomically, so an interrupted batch resumes where
     it stopped. With ``cuda_graphs``, image sizes that keep coming replay a recorded CUDA
     graph of their blur where the backend allows it (see :mod:`adaptiveblur.batch.graphs`).
 
@@ -152,7 +153,7 @@ class BatchJob:
     files: FileBlur
     devices: tuple[str, ...]
     cuda_graphs: bool = True
-    redo: frozenset[str] = frozenset()  # output paths that may be replaced
+    redo: frozenset[tuple[str, int, int]] = frozenset()  # (path, size, mtime_ns) to replace
 
     def worker(self, threads: int | None = None) -> Callable[[Task], Outcome]:
         """The function that takes one task from file to file (thread-safe, one per process).
@@ -183,17 +184,20 @@ class BatchJob:
             }
         overwrite = self.files.options.overwrite
         redo = self.redo
+        map_path = self.files.options.map_path
 
         def work(task: Task) -> Outcome:
             started = time.perf_counter()
             size = _file_size(task.source)
             stale.remove(task.dest)
-            if not overwrite and task.dest not in redo and os.path.lexists(task.dest):
+            if not overwrite and os.path.lexists(task.dest) and not _as_planned(task.dest, redo):
                 return Outcome(task, "skipped", 0.0, None, size)
             device = None
             try:
                 if same_file(task.source, task.dest):
                     raise OutputImageError(f"refusing to overwrite the input {task.source!r}")
+                if same_file(map_path, task.dest):
+                    raise OutputImageError(f"refusing to overwrite the map {map_path!r}")
                 device = self.files.blur(
                     task.source, task.dest, tokens, replayers=replayers, make_folder=True
                 )
@@ -206,6 +210,15 @@ class BatchJob:
             return Outcome(task, "done", time.perf_counter() - started, None, size, device)
 
         return work
+
+
+def _as_planned(dest: str, redo: frozenset[tuple[str, int, int]]) -> bool:
+    """Whether ``dest`` is still the file the plan chose to redo (same size and mtime)."""
+    try:
+        status = os.stat(dest)
+    except OSError:
+        return False
+    return (dest, status.st_size, status.st_mtime_ns) in redo
 
 
 class _StaleTemporaries:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from adaptiveblur.cli.progress import PROG, say
 
@@ -23,20 +23,12 @@ _WHY = {
 
 
 def show_plan(decisions: Sequence[Decision]) -> None:
-    """Print ``ACTION  SOURCE -> DEST  (why)`` per file on stdout, then a count on stderr.
-
-    A file that would be read but is not a regular file (a pipe, a device) is ``fail``,
-    as the run would report it; it is checked with ``stat`` alone, never opened.
-    """
-    counts: Counter[str] = Counter()
+    """Print ``ACTION  SOURCE -> DEST  (why)`` per file on stdout, then a count on stderr."""
     for decision in decisions:
-        action, why = decision.action, _why(decision)
-        if action in ("do", "redo"):
-            unreadable = _unreadable(decision.task.source)
-            action, why = ("fail", unreadable) if unreadable else (action, why)
-        counts[action] += 1
-        line = f"{action:<6} {decision.task.source} -> {decision.task.dest}"
+        why = _why(decision)
+        line = f"{decision.action:<6} {decision.task.source} -> {decision.task.dest}"
         _write_line(f"{line}  ({why})" if why else line)
+    counts = Counter(decision.action for decision in decisions)
     unrecorded = sum(decision.reason == "no record" for decision in decisions)
     listed = f"{counts['do']} to do, {counts['redo']} to redo, {counts['skip']} to skip"
     if unrecorded:
@@ -48,30 +40,32 @@ def show_plan(decisions: Sequence[Decision]) -> None:
     say(f"{PROG}: dry run: {listed}; nothing was written")
 
 
-def _unreadable(source: str) -> str | None:
-    """Why ``source`` could not be read (``"not a regular file"``), or ``None``."""
-    from adaptiveblur.errors import InputImageError
-    from adaptiveblur.io import check_regular_file
-
-    try:
-        check_regular_file(source)
-    except InputImageError as failure:
-        return str(failure).split("': ", 1)[-1]
-    return None
-
-
 def _why(decision: Decision) -> str:
+    if decision.action == "fail":
+        return decision.reason
+    if decision.reason == "map":
+        return "would replace the --map file"
     if decision.reason == "input":
         return "it is the input" if decision.action == "skip" else "would replace its input"
     return _WHY.get(decision.reason, "")
 
 
 def _write_line(text: str) -> None:
-    """One line on stdout, file names byte for byte (names that are not UTF-8 included)."""
+    """One line on stdout, file names byte for byte (names that are not UTF-8 included).
+
+    Raises:
+        BrokenPipeOutputError, OutputImageError: stdout is closed or the write failed.
+    """
+    from adaptiveblur.io.atomic import write_stdout
+
     data = (text + "\n").encode("utf-8", "surrogateescape")
-    buffer = getattr(sys.stdout, "buffer", None)
-    if buffer is None:
-        sys.stdout.write(data.decode("utf-8", "replace"))
+    if sys.stdout is not None and getattr(sys.stdout, "buffer", None) is None:
+        sys.stdout.write(data.decode("utf-8", "replace"))  # a text-only stream (tests)
         return
-    sys.stdout.flush()
-    buffer.write(data)
+    if sys.stdout is not None:
+        sys.stdout.flush()
+
+    def encode(stream: BinaryIO) -> None:
+        stream.write(data)
+
+    write_stdout(encode)

@@ -10,7 +10,14 @@ The names most callers need are here; each lives in the module of its one job:
 from __future__ import annotations
 
 from adaptiveblur.io.atomic import write_text_atomically
-from adaptiveblur.io.decode import DEFAULT_MAX_PIXELS, check_regular_file, image_size, load_image
+from adaptiveblur.io.decode import (
+    DEFAULT_MAX_PIXELS,
+    check_regular_file,
+    image_size,
+    load_image,
+    open_regular_file,
+    regular_file_problem,
+)
 from adaptiveblur.io.encode import save_image
 from adaptiveblur.io.formats import (
     SUPPORTED_OUTPUT_FORMATS,
@@ -47,6 +54,8 @@ __all__ = [
     "check_output_format",
     "check_quality",
     "check_regular_file",
+    "open_regular_file",
+    "regular_file_problem",
     "format_for_path",
     "has_alpha",
     "image_size",

@@ -129,23 +129,38 @@ def check_regular_file(path: str | os.PathLike[str]) -> None:
     _regular_file(path, os.fspath(path), "")
 
 
-def _regular_file(path: str | os.PathLike[str], name: str, hint: str) -> None:
-    """:func:`check_regular_file`, with ``hint`` after "not a regular file"."""
+def regular_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a regular file to read ("not a regular file", "it is a
+    directory", "no such file", "a link to a missing file"), or ``None`` when it is one.
+
+    Only ``os.stat`` is used, which never blocks.
+    """
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
-        reason = os_reason(exc)
         if exc.errno == errno.ENOENT and os.path.islink(path):
-            reason = "a link to a missing file"
-        raise InputImageError(f"cannot read '{name}': {reason}") from exc
+            return "a link to a missing file"
+        return os_reason(exc)
     if stat.S_ISDIR(mode):
-        raise InputImageError(f"cannot read '{name}': it is a directory")
-    if not stat.S_ISREG(mode):
-        raise InputImageError(f"cannot read '{name}': not a regular file{hint}")
+        return "it is a directory"
+    return None if stat.S_ISREG(mode) else "not a regular file"
 
 
-def _open_regular_file(path: str | os.PathLike[str], name: str) -> BinaryIO:
-    """Open ``path`` for reading if it is a regular file, never waiting on a pipe."""
+def _regular_file(path: str | os.PathLike[str], name: str, hint: str) -> None:
+    """:func:`check_regular_file`, with ``hint`` after "not a regular file"."""
+    problem = regular_file_problem(path)
+    if problem is not None:
+        extra = hint if problem == "not a regular file" else ""
+        raise InputImageError(f"cannot read '{name}': {problem}{extra}")
+
+
+def open_regular_file(path: str | os.PathLike[str], name: str) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file, never waiting on a pipe.
+
+    Raises:
+        InputImageError: ``path`` is missing, unreadable or not a regular file (``name``
+            is how the message names it).
+    """
     _regular_file(path, name, _PIPE_HINT)
     try:
         handle = open(path, "rb", opener=_non_blocking)  # noqa: SIM115 - the caller closes it
@@ -173,7 +188,7 @@ def _input_stream(source: str | os.PathLike[str] | BinaryIO, name: str) -> Itera
         # Pillow seeks to 0 itself, so a caller's stream is copied from where it stands.
         yield io.BytesIO(_read(source, name))
         return
-    with _open_regular_file(source, name) as handle:
+    with open_regular_file(source, name) as handle:
         yield handle
 
 

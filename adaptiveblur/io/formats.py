@@ -53,8 +53,8 @@ _WEBP_LOSSLESS_QUALITY = 100  # quality 100 means lossless WebP rather than "los
 def readable_extensions() -> frozenset[str]:
     """Extensions (lower case, with the dot) of every format pillow can open.
 
-    Asking pillow loads every one of its format plugins, which costs more than decoding a
-    small image; so it is asked only when a folder is listed, not when the module loads.
+    Asking pillow loads every one of its format plugins, so it is asked only when a
+    folder is listed, not by every command that loads this module.
     """
     return frozenset(
         ext.lower()

@@ -124,7 +124,7 @@ def adaptive_blur(
     check_window(
         min(height, MIN_TILE_SIDE),
         min(width, MIN_TILE_SIDE),
-        batch * channels,
+        channels,
         source.element_size(),
         (widest - 1) // 2 if halo is None else halo,
         budget,
