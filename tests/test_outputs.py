@@ -79,6 +79,23 @@ def assert_still_the_device(path: Path, name: str) -> None:
     assert path.stat().st_rdev == (Path("/dev") / name).stat().st_rdev
 
 
+def into_a_closed_pipe(args: list[str], work: Path) -> subprocess.CompletedProcess[bytes]:
+    """``python ARGS`` with stdout a pipe whose reader has already gone."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=work,
+            env=subprocess_env(),
+            stdout=write,
+            stderr=subprocess.PIPE,
+            timeout=SUBPROCESS_TIMEOUT,
+        )
+    finally:
+        os.close(write)
+
+
 @pytest.fixture
 def small(work: Path, rng: np.random.Generator) -> Path:
     """``in.png``: a small RGB image (its PNG fits in stdout's buffer)."""
@@ -194,19 +211,7 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(work, large):
 
 
 def test_a_pipe_closed_before_the_write_ends_the_command_quietly(work, small):
-    read, write = os.pipe()
-    os.close(read)
-    try:
-        done = subprocess.run(
-            [sys.executable, *RUN, "-", *BLUR],
-            cwd=work,
-            env=subprocess_env(),
-            stdout=write,
-            stderr=subprocess.PIPE,
-            timeout=SUBPROCESS_TIMEOUT,
-        )
-    finally:
-        os.close(write)
+    done = into_a_closed_pipe([*RUN, "-", *BLUR], work)
     assert (done.returncode, done.stderr.decode()) == (141, "")
 
 
@@ -310,19 +315,7 @@ def test_report_dash_goes_to_stdout(work, photos):
 
 
 def test_report_dash_to_a_closed_pipe_ends_quietly(work, photos):
-    read, write = os.pipe()
-    os.close(read)
-    try:
-        done = subprocess.run(
-            [sys.executable, *BATCH, "--quiet", "--report", "-"],
-            cwd=work,
-            env=subprocess_env(),
-            stdout=write,
-            stderr=subprocess.PIPE,
-            timeout=SUBPROCESS_TIMEOUT,
-        )
-    finally:
-        os.close(write)
+    done = into_a_closed_pipe([*BATCH, "--quiet", "--report", "-"], work)
     assert (done.returncode, done.stderr.decode()) == (141, "")
     assert not (work / "-").exists()
 

@@ -217,31 +217,23 @@ def batch(
     if len(paths) != expected:
         usage = "--from-list FILE OUT_DIR" if from_list is not None else "IN_DIR OUT_DIR"
         raise typer.BadParameter(f"expected {usage}, got {len(paths)} path(s)", param_hint="paths")
-    sources = read_list_file(from_list) if from_list is not None else None
+    files = {  # which files, and where they go: the same for a dry run and a run
+        "in_dir": None if from_list is not None else paths[0],
+        "sources": read_list_file(from_list) if from_list is not None else None,
+        "patterns": patterns,
+        "recursive": recursive,
+        "suffix": suffix,
+        "shard": parse_shard(shard) if shard is not None else None,
+    }
     if dry_run:
-        _show_plan(
-            common,
-            overwrite,
-            paths[-1],
-            in_dir=None if from_list is not None else paths[0],
-            sources=sources,
-            patterns=patterns,
-            recursive=recursive,
-            suffix=suffix,
-            shard=parse_shard(shard) if shard is not None else None,
-        )
+        _show_plan(common, overwrite, paths[-1], **files)
         return
     _tune_allocator(common.method)
     _blur_files(
         common,
         overwrite,
         paths[-1],
-        in_dir=None if from_list is not None else paths[0],
-        sources=sources,
-        patterns=patterns,
-        recursive=recursive,
-        suffix=suffix,
-        shard=parse_shard(shard) if shard is not None else None,
+        **files,
         jobs=jobs,
         processes=processes,
         gpus=_gpu_indices(devices),
@@ -372,10 +364,7 @@ def _run_app(argv: Sequence[str] | None) -> int:
             # What the command line prints itself (help, version) did not reach stdout; the
             # library's own writes raise OutputImageError instead.
             _discard_stdout()
-            from adaptiveblur.io.atomic import STDOUT_NAME
-
-            error(f"cannot write to {STDOUT_NAME}: {os_reason(failure)}")
-            return EXIT_OUTPUT
+            return _stdout_failed(failure)
         if show_traceback:
             traceback.print_exc()
         error(
@@ -403,6 +392,11 @@ def _flush_stdout(code: int) -> int:
         return code
     if isinstance(failure, BrokenPipeError):
         return EXIT_BROKEN_PIPE
+    return _stdout_failed(failure)
+
+
+def _stdout_failed(failure: OSError) -> int:
+    """Report text that did not reach standard output (an output error)."""
     from adaptiveblur.io.atomic import STDOUT_NAME
 
     error(f"cannot write to {STDOUT_NAME}: {os_reason(failure)}")

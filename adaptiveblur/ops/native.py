@@ -61,12 +61,10 @@ def blur_tile(tile: TileInput) -> torch.Tensor:
         DeviceUnavailableError: the kernel could not be built here.
         ValueError: a radius is outside ``[0, halo]``.
     """
-    kernels = library.kernels()
-    if isinstance(kernels, str):
-        raise DeviceUnavailableError(f"backend 'native' is not available: {kernels}")
+    kernels = _kernels()
     padded, sigma, radius, halo = tile.padded, tile.sigma, tile.radius, tile.halo
     dtype = torch.float64 if padded.dtype == torch.float64 else torch.float32
-    name = str(dtype).removeprefix("torch.")
+    name = _name(dtype)
     batch, channels = padded.shape[:2]
     height, width = tile.height, tile.width
     # The vector kernel needs rows at least one SIMD group wide; the blur is symmetric in
@@ -153,7 +151,7 @@ class _TileBlur(torch.autograd.Function):
         kernels = _kernels()
         batch, channels, height, width = (*source.shape[:2], *sigma.shape[-2:])
         out = torch.empty((batch, channels, height, width), dtype=source.dtype)
-        run_tile(kernels.by_dtype[_name(source)], source, sigma, radius, out, halo)
+        run_tile(kernels.by_dtype[_name(source.dtype)], source, sigma, radius, out, halo)
         ctx.save_for_backward(source, sigma, radius)
         ctx.halo = halo  # type: ignore[attr-defined]
         return out
@@ -186,7 +184,7 @@ def backward_tile(
         ValueError: the kernel reported a bad radius.
     """
     kernels = _kernels()
-    name = _name(source)
+    name = _name(source.dtype)
     batch, channels, padded_height, pitch = source.shape
     height, width = sigma.shape[-2:]
     table = torch.empty((height * width, halo + 1), dtype=torch.float64)
@@ -262,5 +260,6 @@ def _kernels() -> library.Kernels:
     return kernels
 
 
-def _name(tensor: torch.Tensor) -> str:
-    return str(tensor.dtype).removeprefix("torch.")
+def _name(dtype: torch.dtype) -> str:
+    """The kernels' key for ``dtype`` (``"float32"``)."""
+    return str(dtype).removeprefix("torch.")
