@@ -179,13 +179,13 @@ def run_subprocess(
     args: list[str], cwd: Path, **kwargs: object
 ) -> subprocess.CompletedProcess[bytes]:
     """``python ARGS`` in ``cwd`` with :func:`subprocess_env` (or ``env=``), captured, with a
-    time limit."""
+    time limit (or ``timeout=``)."""
     kwargs.setdefault("env", subprocess_env())
+    kwargs.setdefault("timeout", SUBPROCESS_TIMEOUT)
     return subprocess.run(
         [sys.executable, *args],
         cwd=cwd,
         capture_output=True,
-        timeout=SUBPROCESS_TIMEOUT,
         **kwargs,  # type: ignore[call-overload]
     )
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import functools
 import operator
 import os
+import signal
 
 import pytest
 
-from adaptiveblur.batch.workers import run_in_processes
+from adaptiveblur.batch.workers import run_in_processes, run_tasks
 from adaptiveblur.errors import WorkerProcessError
+from tests.helpers import run_subprocess
 
 
 def times(factor: int) -> functools.partial:
@@ -68,3 +70,53 @@ def test_an_error_in_on_result_stops_the_workers():
             times(1), list(range(200)), processes=2, threads=1, on_result=stop_at_the_first
         )
     assert len(seen) == 1
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threads_give_one_result_per_task(rng, threads):
+    tasks = [int(value) for value in rng.integers(-1000, 1000, 37)]
+    results: list[int] = []
+    run_tasks(times(5), tasks, jobs=threads, processes=1, on_result=results.append)
+    assert sorted(results) == sorted(5 * task for task in tasks)
+
+
+def test_a_thread_error_is_raised_in_the_caller():
+    divide = functools.partial(functools.partial, operator.truediv, 1.0)
+    with pytest.raises(ZeroDivisionError):
+        run_tasks(divide, [1, 2, 0, 4], jobs=2, processes=1, on_result=lambda _: None)
+
+
+# Ctrl-C at random moments of a threaded run: every time it must raise KeyboardInterrupt and
+# leave no worker thread behind. Run in a child process so that a deadlock fails the test by
+# its time limit instead of hanging the suite.
+_INTERRUPTED_THREADS = """\
+import random, signal, sys, threading, time
+from adaptiveblur.batch.workers import run_tasks
+signal.signal(signal.SIGINT, signal.default_int_handler)
+rng = random.Random(int(sys.argv[1]))
+main = threading.main_thread().ident
+def make_worker():
+    return lambda task: time.sleep(0.0002) or task
+for trial in range(60):
+    timer = threading.Timer(rng.uniform(0.0, 0.05), signal.pthread_kill, (main, signal.SIGINT))
+    timer.start()
+    try:
+        run_tasks(make_worker, list(range(3000)), jobs=2, processes=1, on_result=lambda _: None)
+    except KeyboardInterrupt:
+        pass
+    else:
+        sys.exit(f"trial {trial}: the run ended before the interruption")
+    timer.join()
+    deadline = time.monotonic() + 2
+    while threading.active_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if threading.active_count() > 1:
+        sys.exit(f"trial {trial}: threads left running: {threading.enumerate()}")
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+def test_ctrl_c_anywhere_in_a_threaded_run_stops_it(tmp_path, rng):
+    seed = str(int(rng.integers(1 << 30)))
+    done = run_subprocess(["-c", _INTERRUPTED_THREADS, seed], tmp_path, timeout=60)
+    assert done.returncode == 0, (seed, done.stderr.decode()[-2000:])

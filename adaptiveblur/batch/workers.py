@@ -25,7 +25,6 @@ import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 from adaptiveblur.errors import WorkerProcessError
@@ -64,18 +63,47 @@ def _run_in_threads(
     jobs: int,
     on_result: Callable[[Any], None],
 ) -> None:
-    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="adaptiveblur")
+    # The caller's thread only waits on a C-level queue: concurrent.futures' wait() takes
+    # every future's lock in a Python loop, and a Ctrl-C landing inside that loop would leave
+    # locks held that the workers then wait on forever.
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    outbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+    for task in tasks:
+        inbox.put(task)
+    stop = threading.Event()
+
+    def take_tasks() -> None:
+        while not stop.is_set():
+            try:
+                task = inbox.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                outbox.put((_RESULT, worker(task)))
+            except BaseException as error:  # noqa: BLE001 - raised in the caller's thread
+                outbox.put((_ERROR, error))
+                return
+
+    pool = [
+        threading.Thread(target=take_tasks, name=f"adaptiveblur-{index}")
+        for index in range(min(jobs, len(tasks)))
+    ]
     try:
-        pending = {pool.submit(worker, task) for task in tasks}
-        while pending:
-            finished, pending = wait(pending, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
-            for future in finished:
-                on_result(future.result())
-    except BaseException:
+        for thread in pool:
+            thread.start()
+        remaining = len(tasks)
+        while remaining:
+            kind, payload = outbox.get()  # a thread's last act is a result or its error
+            if kind == _ERROR:
+                raise payload
+            remaining -= 1
+            on_result(payload)
+    finally:
         # Tasks in hand finish (outputs are written atomically); the rest never start.
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+        stop.set()
+        for thread in pool:
+            with contextlib.suppress(RuntimeError):  # a thread the interruption kept from starting
+                thread.join()
 
 
 def run_in_processes(
