@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from adaptiveblur import io
+from adaptiveblur import focus, io
 from adaptiveblur.engine import Route, choose_route
 from adaptiveblur.errors import DeviceUnavailableError, InputImageError, OutputImageError
 from adaptiveblur.io.decode import source_name
@@ -76,6 +76,7 @@ class FileBlur:
         self.sigma_source = sigma_source
         self.route = route
         self._map_sigma = functools.lru_cache(maxsize=4)(self._sigma_from_map)
+        self._map_focus = functools.lru_cache(maxsize=4)(self._focus_from_map)
 
     def __reduce__(self) -> tuple[object, ...]:
         # Worker processes get the settings and the decoded map, not this process's cache.
@@ -138,11 +139,14 @@ class FileBlur:
         *,
         replayers: Mapping[str, Replayer] | None = None,
         make_folder: bool = False,
+        preview: str | None = None,
     ) -> str:
         """Read ``source``, blur it on one of ``devices``, write ``dest``; returns the device used.
 
         ``replayers`` (by device) replay the blur of repeated shapes; ``make_folder``
-        creates ``dest``'s folder when it is missing (only once the result is ready).
+        creates ``dest``'s folder (and ``preview``'s) when it is missing (only once the
+        result is ready); ``preview`` also writes the picture of
+        :func:`adaptiveblur.preview.preview_image` there.
 
         Only a regular file is read: anything else (a pipe, a socket, a device, a link to
         nothing) fails with the reason and is never opened, so it cannot hold the batch up.
@@ -153,7 +157,15 @@ class FileBlur:
         io.check_regular_file(source)
         image = self.load(source)
         route = self.route_for(image)
-        return self.write(image, dest, route, devices, replayers=replayers, make_folder=make_folder)
+        return self.write(
+            image,
+            dest,
+            route,
+            devices,
+            replayers=replayers,
+            make_folder=make_folder,
+            preview=preview,
+        )
 
     def write(
         self,
@@ -166,12 +178,14 @@ class FileBlur:
         progress: ProgressCallback | None = None,
         save_sigma: str | None = None,
         make_folder: bool = False,
+        preview: str | None = None,
     ) -> str:
         """Blur a loaded ``image`` by ``route`` on one of ``devices``, write ``dest``; returns
         the device used.
 
         The device is held for the blur alone: encoding and writing overlap the next
-        file's blur. ``save_sigma`` also writes the sigma map as a gray image, after the
+        file's blur. ``save_sigma`` also writes the sigma map as a gray image, and
+        ``preview`` the picture of :func:`adaptiveblur.preview.preview_image`, after the
         output.
 
         Raises:
@@ -181,19 +195,27 @@ class FileBlur:
         """
         fmt = io.check_output_format(image.mode, self.options.output_format, dest)
         io.check_float_range(image, fmt)  # the blur keeps values within the input's range
+        keep_sigma = save_sigma is not None or preview is not None
         with devices.lease() as device:
             if route.engine == "native":
-                result, sigma = self._blur_native(image, fmt, save_sigma is not None, progress)
+                result, sigma = self._blur_native(image, fmt, keep_sigma, progress)
             else:
                 on_device = replace(self.settings, device=device, method=route.method)
                 replayer = None if replayers is None else replayers.get(device)
-                result, sigma = self._blur_torch(image, on_device, replayer, save_sigma, progress)
+                result, sigma = self._blur_torch(image, on_device, replayer, keep_sigma, progress)
         if make_folder:
-            os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-        # The output first: if it fails, no sigma map is left behind either.
+            for path in (dest, preview):
+                if path is not None:
+                    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        # The output first: if it fails, no sigma map or preview is left behind either.
         io.save_image(result, dest, format=fmt, quality=self.options.quality)
         if save_sigma is not None and sigma is not None:
             io.save_image(sigma_image(sigma, self.settings.max_sigma), save_sigma)
+        if preview is not None and sigma is not None:
+            from adaptiveblur.preview import preview_image
+
+            picture = preview_image(image, sigma, result, self.settings.max_sigma)
+            io.save_image(picture, preview, quality=self.options.quality)
         return device
 
     def _blur_native(
@@ -203,8 +225,8 @@ class FileBlur:
 
         height, width = image.pixels.shape[:2]
         depth = io.output_bit_depth(image.mode, image.bit_depth, fmt)
-        driver, sigma_map = None, None
-        if self.sigma_source is not None:
+        driver, sigma_map = None, self._focus_sigma(image)
+        if sigma_map is None and self.sigma_source is not None:
             if self.sigma_source.pixels.shape[:2] == (height, width):
                 driver = self.sigma_source
             else:  # resize_map: the resizing is torch's (imported for it alone)
@@ -228,9 +250,11 @@ class FileBlur:
         image: io.Image,
         settings: BlurSettings,
         replayer: Replayer | None,
-        save_sigma: str | None,
+        keep_sigma: bool,
         progress: ProgressCallback | None,
     ) -> tuple[io.Image, np.ndarray | None]:
+        import torch
+
         from adaptiveblur.devices import resolve_device
         from adaptiveblur.render import blur_image, sigma_map_for
 
@@ -239,12 +263,37 @@ class FileBlur:
         if device == "cpu":
             _fit_torch_threads()
         sigma_map = None  # derived from the image by the blur, on its device
-        if self.sigma_source is not None:
+        focused = self._focus_sigma(image)
+        if focused is not None:
+            sigma_map = torch.from_numpy(focused).to(device)
+            if self.sigma_source is None:
+                replayer = None  # a map of each image's own: a recording would keep the first
+        elif self.sigma_source is not None:
             sigma_map = self._map_sigma(height, width, device)
-        elif save_sigma is not None:
+        elif keep_sigma:
             sigma_map = sigma_map_for(image, settings)
         result = blur_image(image, sigma_map, settings, progress, replayer=replayer)
         return result, None if sigma_map is None else sigma_map.cpu().numpy()
+
+    def _focus_sigma(self, image: io.Image) -> np.ndarray | None:
+        """The sigma map of a focal band or feathering (:mod:`adaptiveblur.focus`), from the
+        map or from ``image``; ``None`` when the settings ask for neither."""
+        if not focus.in_use(self.settings):
+            return None
+        if self.sigma_source is None:
+            return focus.sigma_for(image, self.settings)
+        height, width = image.pixels.shape[:2]
+        return self._map_focus(height, width)
+
+    def _focus_from_map(self, height: int, width: int) -> np.ndarray:
+        """:meth:`_focus_sigma` of the map for images of this size: once per size, not per file."""
+        assert self.sigma_source is not None
+        driver = self.sigma_source
+        if driver.pixels.shape[:2] != (height, width):  # resize_map: the resizing is torch's
+            from adaptiveblur.render import resized_map
+
+            driver = resized_map(driver, height, width)
+        return focus.sigma_for(driver, self.settings)
 
     def _sigma_from_map(self, height: int, width: int, device: str) -> torch.Tensor:
         """The map's sigma map for images of this size on ``device``: once per size, not per file."""
@@ -264,13 +313,16 @@ def run_file(
     options: FileOptions | None = None,
     *,
     save_sigma: str | None = None,
+    preview: str | None = None,
     progress: ProgressCallback | None = None,
     on_notice: Callable[[str], None] | None = None,
 ) -> Route:
     """``adaptiveblur run``: read ``source`` (a path or ``"-"``), blur, write ``dest`` atomically.
 
-    Everything that can be checked before the slow part is checked first. ``on_notice``
-    is called with the route's notice, if it has one, before the blur starts.
+    Everything that can be checked before the slow part is checked first. ``save_sigma``
+    also writes the sigma map, ``preview`` the picture of input, sigma map and output
+    (:func:`adaptiveblur.preview.preview_image`). ``on_notice`` is called with the route's
+    notice, if it has one, before the blur starts.
 
     Returns:
         The :class:`~adaptiveblur.engine.Route` the file took.
@@ -281,20 +333,23 @@ def run_file(
     options = options or FileOptions()
     settings.check()
     options.check()
-    refuse_clobbering(source, options.map_path, dest, save_sigma, options.overwrite)
+    refuse_clobbering(source, options.map_path, dest, save_sigma, options.overwrite, preview)
     # Resolve formats and check destinations now, so a mistake costs no blur.
     io.check_output_format("L", options.output_format, dest)
-    for path in (dest, save_sigma):
+    for path in (dest, save_sigma, preview):
         check_writable(path)
-    if save_sigma is not None:
-        io.check_output_format("L", None, save_sigma)
+    for side_output in (save_sigma, preview):
+        if side_output is not None:
+            io.check_output_format("RGB", None, side_output)
     job = FileBlur.open(settings, options)
     image = job.load(source)
     route = job.route_for(image)
     if route.notice is not None and on_notice is not None:
         on_notice(route.notice)
     devices = DeviceTokens([route.device])
-    job.write(image, dest, route, devices, progress=progress, save_sigma=save_sigma)
+    job.write(
+        image, dest, route, devices, progress=progress, save_sigma=save_sigma, preview=preview
+    )
     return route
 
 
@@ -346,22 +401,37 @@ def _size(image: io.Image) -> str:
 
 
 def refuse_clobbering(
-    source: str, map_path: str | None, dest: str, save_sigma: str | None, overwrite: bool
+    source: str,
+    map_path: str | None,
+    dest: str,
+    save_sigma: str | None,
+    overwrite: bool,
+    preview: str | None = None,
 ) -> None:
-    """OUT may replace IN only with ``overwrite``; nothing else may replace an input.
+    """OUT may replace IN only with ``overwrite``; nothing else may replace an input, and no
+    two outputs may be one file.
 
     Raises:
-        OutputImageError: a write would replace an input (or the output and the sigma
-            map are one file).
+        OutputImageError: a write would replace an input, or two outputs (the output, the
+            sigma map, the preview) are one file.
     """
     inputs = [path for path in (source, map_path) if path not in (None, STDIO)]
-    if save_sigma is not None and same_file(dest, save_sigma):
-        raise OutputImageError(
-            f"the output and save_sigma are the same file: {dest!r}", parameter="save_sigma"
-        )
+    side_outputs = [
+        (name, path)
+        for name, path in (("save_sigma", save_sigma), ("preview", preview))
+        if path is not None
+    ]
+    for number, (name, path) in enumerate(side_outputs):
+        for other in [dest, *(other for _, other in side_outputs[:number])]:
+            if same_file(other, path):
+                raise OutputImageError(
+                    f"the output and {name} are the same file: {path!r}", parameter=name
+                )
     for path in inputs:
-        if save_sigma is not None and same_file(path, save_sigma):
-            raise OutputImageError(f"refusing to write the sigma map over the input {path!r}")
+        for name, side in side_outputs:
+            if same_file(path, side):
+                what = "the sigma map" if name == "save_sigma" else "the preview"
+                raise OutputImageError(f"refusing to write {what} over the input {path!r}")
         if dest != STDIO and same_file(path, dest) and not (overwrite and path == source):
             raise OutputImageError(
                 f"refusing to overwrite the input {path!r}",

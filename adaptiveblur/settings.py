@@ -12,6 +12,7 @@ from typing import Any
 from adaptiveblur import io
 from adaptiveblur.borders import DEFAULT_BORDER, check_border
 from adaptiveblur.devices import parse_device
+from adaptiveblur.focus import check_focus
 from adaptiveblur.kernels import DEFAULT_TRUNCATE, check_truncate
 from adaptiveblur.ops.registry import check_names
 from adaptiveblur.sigma import DEFAULT_CHANNEL, check_channel, check_mapping
@@ -31,6 +32,12 @@ class BlurSettings:
         linear: blur the colour in linear light (sRGB decoded first).
         device: ``"auto"`` (whichever finishes the command first, see
             :mod:`adaptiveblur.engine`), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        focus, focus_at, focus_range, near_sigma, far_sigma: a focal band (depth of
+            field, see :mod:`adaptiveblur.focus`): ``focus`` a map value in ``[0, 1]`` or
+            ``"auto"`` (the median around ``focus_at``, ``"X,Y"`` in pixels or percent;
+            default the centre); the near and far sigmas default to ``max_sigma``.
+        feather: smooth the values that drive sigma with a Gaussian of this many pixels
+            first (0: off).
     """
 
     max_sigma: float
@@ -45,10 +52,17 @@ class BlurSettings:
     method: str = "auto"
     backend: str | None = None
     max_memory: int | None = None
+    focus: float | str | None = None
+    focus_at: str | None = None
+    focus_range: float = 0.0
+    near_sigma: float | None = None
+    far_sigma: float | None = None
+    feather: float = 0.0
 
     def check(self) -> None:
         """Raise :class:`InvalidParameterError` for any bad value, before any work is done."""
         check_mapping(self.min_sigma, self.max_sigma, self.gamma)
+        check_focus(self)
         check_channel(self.channel)
         check_truncate(self.truncate)
         check_border(self.border)

@@ -202,7 +202,8 @@ def test_run_file_reports_its_route(work, photo):
 def test_run_on_the_cpu_imports_no_torch(work, photo):
     """``PYTHONPROFILEIMPORTTIME`` lists every module the command imported."""
     env = subprocess_env() | {"PYTHONPROFILEIMPORTTIME": "1"}
-    for extra in ([], ["--save-sigma", "sigma.png", "--linear"], ["--map", "in.png"]):
+    focused = ["--map", "in.png", "--focus", "auto", "--feather", "1.5", "--preview", "p.png"]
+    for extra in ([], ["--save-sigma", "sigma.png", "--linear"], ["--map", "in.png"], focused):
         done = run_subprocess(
             ["-m", "adaptiveblur", "run", "in.png", "out.png", "--max-sigma", "3", *extra],
             work,

@@ -46,6 +46,7 @@ def blur_files(
     processes: int = 1,
     gpus: Sequence[int] | None = None,
     report: str | None = None,
+    preview_dir: str | None = None,
     on_plan: Callable[[list[Task]], None] | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
     on_notice: Callable[[str], None] | None = None,
@@ -76,6 +77,9 @@ def blur_files(
             ``settings.device`` is ``cuda`` or an ``auto`` that finds one, else the device.
         report: also write a JSON report of every file here (atomically); ``"-"`` for
             standard output.
+        preview_dir: also write a preview of each file blurred (not of those skipped)
+            here, as PNG (:func:`adaptiveblur.preview.preview_image`), at the output's
+            path relative to ``out_dir`` with the extension ``.png``.
         on_plan: called once with the tasks, before any is run (for a progress bar).
         on_outcome: called with each file's :class:`Outcome`, in completion order.
         on_notice: called once with the route's notice (a slower fallback), if any.
@@ -97,12 +101,16 @@ def blur_files(
     from adaptiveblur.batch.runner import run_batch
     from adaptiveblur.cpus import usable_cpus
     from adaptiveblur.engine import choose_route
-    from adaptiveblur.errors import AdaptiveBlurError
-    from adaptiveblur.run import check_writable
+    from adaptiveblur.errors import AdaptiveBlurError, InvalidParameterError
+    from adaptiveblur.run import check_writable, same_file
     from adaptiveblur.settings import FileOptions
 
     options = options or FileOptions()
     check_writable(report)
+    if preview_dir is not None and same_file(preview_dir, out_dir):
+        raise InvalidParameterError(
+            "the previews need a folder of their own, not OUT_DIR", parameter="preview_dir"
+        )
     decisions, fingerprints = _decide(
         out_dir, settings, options, in_dir, sources, patterns, recursive, suffix, shard
     )
@@ -145,6 +153,7 @@ def blur_files(
             cuda_graphs=cuda_graphs,
             route=route,
             redo=redo,
+            previews=None if preview_dir is None else (out_dir, preview_dir),
         )
     except BaseException:
         with contextlib.suppress(AdaptiveBlurError):  # keep the records of what was done

@@ -25,7 +25,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from adaptiveblur._version import __version__
@@ -54,6 +54,9 @@ _BLUR_FIELDS = (
     "linear",
     "method",
 )
+# Depth-of-field settings decide pixels too; they enter only when set, so the records of
+# outputs made without them keep their fingerprints.
+_FOCUS_FIELDS = ("focus", "focus_at", "focus_range", "near_sigma", "far_sigma", "feather")
 # The formats whose pixels depend on the quality (those io.formats.save_options gives it to).
 _QUALITY_FORMATS = frozenset({"JPEG", "WEBP"})
 
@@ -90,6 +93,10 @@ class Fingerprints:
         self._base: dict[str, Any] = {
             name: _canonical(getattr(settings, name)) for name in _BLUR_FIELDS
         }
+        defaults = {field.name: field.default for field in fields(settings)}
+        for name in _FOCUS_FIELDS:
+            if getattr(settings, name) != defaults[name]:
+                self._base[name] = _canonical(getattr(settings, name))
         self._base["map"] = _file_digest(options.map_path)
         self._base["resize_map"] = options.resize_map and options.map_path is not None
         self.table: dict[str, dict[str, Any]] = {}

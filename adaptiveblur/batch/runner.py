@@ -99,6 +99,7 @@ def run_batch(
     cuda_graphs: bool = True,
     route: Route | None = None,
     redo: frozenset[tuple[str, int, int]] = frozenset(),
+    previews: tuple[str, str] | None = None,
 ) -> BatchSummary:
     """Blur planned tasks; one bad file never stops the others.
 
@@ -109,6 +110,8 @@ def run_batch(
     file put there since is not replaced); outputs are written atomically, so an interrupted batch resumes where
     it stopped. With ``cuda_graphs``, image sizes that keep coming replay a recorded CUDA
     graph of their blur where the backend allows it (see :mod:`adaptiveblur.batch.graphs`).
+    ``previews``, ``(out_dir, preview_dir)``, also writes each blurred file's preview at
+    its output's path relative to ``out_dir``, under ``preview_dir``, as PNG.
 
     Raises:
         InvalidParameterError: bad settings (before any file is touched).
@@ -121,7 +124,9 @@ def run_batch(
         raise InvalidParameterError(
             f"expected processes >= 1, got {processes}", parameter="processes"
         )
-    job = BatchJob(FileBlur.open(settings, options, route), tuple(devices), cuda_graphs, redo)
+    job = BatchJob(
+        FileBlur.open(settings, options, route), tuple(devices), cuda_graphs, redo, previews
+    )
     summary = BatchSummary()
 
     def record(outcome: Outcome) -> None:
@@ -154,6 +159,7 @@ class BatchJob:
     devices: tuple[str, ...]
     cuda_graphs: bool = True
     redo: frozenset[tuple[str, int, int]] = frozenset()  # (path, size, mtime_ns) to replace
+    previews: tuple[str, str] | None = None  # (out_dir, preview_dir)
 
     def worker(self, threads: int | None = None) -> Callable[[Task], Outcome]:
         """The function that takes one task from file to file (thread-safe, one per process).
@@ -199,7 +205,12 @@ class BatchJob:
                 if same_file(map_path, task.dest):
                     raise OutputImageError(f"refusing to overwrite the map {map_path!r}")
                 device = self.files.blur(
-                    task.source, task.dest, tokens, replayers=replayers, make_folder=True
+                    task.source,
+                    task.dest,
+                    tokens,
+                    replayers=replayers,
+                    make_folder=True,
+                    preview=self.preview_path(task.dest),
                 )
             except AdaptiveBlurError as error:
                 seconds = time.perf_counter() - started
@@ -210,6 +221,14 @@ class BatchJob:
             return Outcome(task, "done", time.perf_counter() - started, None, size, device)
 
         return work
+
+    def preview_path(self, dest: str) -> str | None:
+        """Where the preview of the output ``dest`` goes (``None`` without previews)."""
+        if self.previews is None:
+            return None
+        out_dir, preview_dir = self.previews
+        relative = os.path.relpath(os.path.abspath(dest), os.path.abspath(out_dir))
+        return os.path.join(preview_dir, os.path.splitext(relative)[0] + ".png")
 
 
 def _as_planned(dest: str, redo: frozenset[tuple[str, int, int]]) -> bool:

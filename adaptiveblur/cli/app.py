@@ -50,6 +50,8 @@ Examples:
   adaptiveblur run photo.jpg soft.jpg --max-sigma 4
   adaptiveblur run photo.jpg out.png --max-sigma 6 --invert --gamma 2
   adaptiveblur run photo.jpg out.png --map depth.png --max-sigma 8 --save-sigma sigma.png
+  adaptiveblur run photo.jpg out.jpg --map depth.png --focus auto --focus-range 0.1 \\
+      --max-sigma 8 --preview preview.jpg
   cat in.png | adaptiveblur run - - --max-sigma 3 --format png > out.png
 
 {_exit_codes()}
@@ -120,6 +122,12 @@ def run(
         "--save-sigma",
         help="Also write the sigma map as a 16-bit gray image (white = max sigma).",
     ),
+    preview: str | None = typer.Option(
+        None,
+        "--preview",
+        help="Also write a picture of input, sigma map (with a scale in pixels) and output "
+        "side by side.",
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Allow OUT to replace IN (with -o: redo existing outputs)."
     ),
@@ -132,8 +140,9 @@ def run(
     settings = common.blur_settings()
     _tune_allocator(settings.method)
     if output_dir is not None:
-        if save_sigma is not None:
-            raise typer.BadParameter("--save-sigma takes one input; use run IN OUT")
+        for flag, given in (("--save-sigma", save_sigma), ("--preview", preview)):
+            if given is not None:
+                raise typer.BadParameter(f"{flag} takes one input; use run IN OUT")
         _blur_files(common, overwrite, output_dir, sources=paths)
         return
     if len(paths) != 2:
@@ -148,6 +157,7 @@ def run(
             settings,
             common.file_options(overwrite),
             save_sigma=save_sigma,
+            preview=preview,
             progress=progress,
             on_notice=notice,
         )
@@ -200,6 +210,12 @@ def batch(
     report: str | None = typer.Option(
         None, "--report", help="Write a JSON report of every file here (- for stdout)."
     ),
+    preview_dir: str | None = typer.Option(
+        None,
+        "--preview-dir",
+        help="Also write a preview (input, sigma map, output) of each file blurred, as PNG, "
+        "mirroring OUT_DIR's folders.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
     dry_run: bool = typer.Option(
         False,
@@ -238,6 +254,7 @@ def batch(
         processes=processes,
         gpus=_gpu_indices(devices),
         report=report,
+        preview_dir=preview_dir,
     )
 
 

@@ -48,6 +48,12 @@ class CommonOptions:
     quality: int
     max_pixels: int | None
     quiet: bool
+    focus: str | None
+    focus_at: str | None
+    focus_range: float
+    near_sigma: float | None
+    far_sigma: float | None
+    feather: float
 
     def blur_settings(self) -> BlurSettings:
         """The :class:`adaptiveblur.settings.BlurSettings` these options name."""
@@ -56,6 +62,7 @@ class CommonOptions:
         values = asdict(self)
         named = {field.name: values[field.name] for field in fields(BlurSettings)}
         named["max_memory"] = parse_bytes(self.max_memory)
+        named["focus"] = parse_focus(self.focus)
         return BlurSettings(**named)
 
     def file_options(self, overwrite: bool) -> FileOptions:
@@ -175,6 +182,51 @@ _COMMON = [
         "--max-pixels",
         help="Refuse larger inputs (decompression-bomb guard); 0 = no limit.",
     ),
+    _option(
+        "focus",
+        str | None,
+        None,
+        "--focus",
+        help="Depth of field: keep this map value (0-1) sharp and blur more the farther a "
+        "pixel's value is from it; auto takes the median around --focus-at.",
+    ),
+    _option(
+        "focus_at",
+        str | None,
+        None,
+        "--focus-at",
+        help="X,Y in pixels or percent (e.g. 50%,40%) where --focus auto looks "
+        "(default: the centre).",
+    ),
+    _option(
+        "focus_range",
+        float,
+        0.0,
+        "--focus-range",
+        help="Width of the sharp band around --focus, in map values (e.g. 0.1).",
+    ),
+    _option(
+        "near_sigma",
+        float | None,
+        None,
+        "--near-sigma",
+        help="With --focus: sigma at map value 0, the near end (default --max-sigma).",
+    ),
+    _option(
+        "far_sigma",
+        float | None,
+        None,
+        "--far-sigma",
+        help="With --focus: sigma at map value 1, the far end (default --max-sigma).",
+    ),
+    _option(
+        "feather",
+        float,
+        0.0,
+        "--feather",
+        help="Smooth the map (or intensity) with a Gaussian of this many pixels first, so "
+        "hard mask edges give no hard sigma steps.",
+    ),
     inspect.Parameter(
         "quiet",
         inspect.Parameter.KEYWORD_ONLY,
@@ -213,6 +265,7 @@ _FLAG_HINTS = {
     "resize_map": "resize it or pass --resize-map",
     "overwrite": "pass --overwrite to replace it",
     "max_memory": "lower --max-sigma or raise --max-memory",
+    "focus": "add --focus",
 }
 
 
@@ -222,6 +275,28 @@ def with_flag_hint(message: str, parameter: str | None) -> str:
         return message
     hint = _FLAG_HINTS.get(parameter, f"see --{parameter.replace('_', '-')}")
     return f"{message}; {hint}"
+
+
+def parse_focus(text: str | None) -> float | str | None:
+    """``--focus``: ``"auto"`` (any case) or a number; ``None`` stays ``None``.
+
+    Raises:
+        InvalidParameterError: neither.
+
+    Example:
+        >>> parse_focus("0.6"), parse_focus("Auto")
+        (0.6, 'auto')
+    """
+    if text is None:
+        return None
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidParameterError(
+            f"expected --focus to be a map value in [0, 1] or auto, got {text!r}"
+        ) from None
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
