@@ -211,3 +211,119 @@ def test_one_name_per_op_at_the_top():
         assert name in adaptiveblur.__all__
         assert getattr(adaptiveblur, name) is getattr(adaptiveblur.nn, name)
     assert not hasattr(adaptiveblur.nn, "adaptive_gaussian_blur")
+
+
+# ---- the CPU conv's own backward pass (adaptiveblur.ops.shifted_conv) ---------------------
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate"])
+@pytest.mark.parametrize(
+    ("height", "width", "k", "max_memory"),
+    [(1, 1, 3, 1 << 20), (2, 3, 7, 500), (7, 13, 3, 1 << 20)],
+)
+def test_conv_gradcheck_every_input_and_border(rng, padding_mode, height, width, k, max_memory):
+    """Radius wider than the image included (k 7 on 2x3; mirrored borders repeat); 500
+    bytes make bands of one row."""
+    seed = int(rng.integers(1 << 30))
+    batch = 2 if height * width < 10 else 1
+    x = make(seed, batch, 2, height, width, grad=True)
+    weight = make(seed + 1, 3, 2, k, k, grad=True)
+    modulation = make(seed + 2, batch, k * k, height, width, grad=True)
+    bias = make(seed + 3, 3, grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, w, m, b: spatially_varying_conv2d(
+            a, w, modulation=m, bias=b, padding_mode=padding_mode, max_memory=max_memory
+        ),
+        (x, weight, modulation, bias),
+    )
+
+
+def test_conv_gradcheck_shared_modulation_and_kernels(rng):
+    """A modulation (or per-location kernels) of batch 1 serves every image of the batch."""
+    seed = int(rng.integers(1 << 30))
+    x = make(seed, 3, 2, 4, 5, grad=True)
+    modulation = make(seed + 1, 1, 9, 4, 5, grad=True)
+    weight = make(seed + 2, 2, 2, 3, 3, grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, w, m: spatially_varying_conv2d(a, w, modulation=m, padding_mode="reflect"),
+        (x, weight, modulation),
+    )
+    kernels = make(seed + 3, 1, 2, 2, 3, 3, 4, 5, grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, w: spatially_varying_conv2d(a, w, padding_mode="replicate"), (x, kernels)
+    )
+
+
+def test_conv_bands_and_repeats_give_the_same_bits(rng):
+    seed = int(rng.integers(1 << 30))
+    x = make(seed, 2, 3, 23, 19, dtype=torch.float32, grad=True)
+    weight = make(seed + 1, 4, 3, 5, 5, dtype=torch.float32, grad=True)
+    modulation = make(seed + 2, 2, 25, 23, 19, dtype=torch.float32, grad=True)
+
+    def gradients(max_memory):
+        out = spatially_varying_conv2d(x, weight, modulation=modulation, max_memory=max_memory)
+        return (out, *torch.autograd.grad(out.square().sum(), [x, weight, modulation]))
+
+    first, again = gradients(1 << 30), gradients(1 << 30)
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)  # bitwise deterministic
+    for a, b in zip(first, gradients(1), strict=True):  # one row per band
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    expected = unfold_conv(x.double(), weight.double(), modulation.double())
+    torch.testing.assert_close(first[0].double(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_conv_opcheck(rng):
+    seed = int(rng.integers(1 << 30))
+    padded = make(seed, 2, 3, 9, 10, grad=True)
+    weight = make(seed + 1, 4, 3, 3, 3, grad=True)
+    modulation = make(seed + 2, 2, 9, 7, 8, grad=True)
+    kernels = make(seed + 3, 2, 4, 3, 3, 3, 7, 8, grad=True)
+    for args in ((padded, weight, modulation, 3, 1 << 20), (padded, kernels, None, 3, 4_000)):
+        torch.library.opcheck(torch.ops.adaptiveblur.shifted_conv, args)
+
+
+def test_conv_compiles_with_fullgraph(rng):
+    torch._dynamo.reset()
+    conv = SpatiallyVaryingConv2d(3, 2, kernel_size=5)
+    x = torch.from_numpy(rng.random((1, 3, 11, 13))).float().requires_grad_()
+    modulation = torch.from_numpy(rng.random((1, 25, 11, 13))).float().requires_grad_()
+
+    def loss(x, modulation):
+        return conv(x, modulation).square().mean()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    eager_grads = torch.autograd.grad(loss(x, modulation), [x, modulation, conv.weight])
+    compiled_grads = torch.autograd.grad(compiled(x, modulation), [x, modulation, conv.weight])
+    for a, b in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_blur_opcheck(rng):
+    image = torch.from_numpy(rng.random((1, 2, 9, 11))).requires_grad_()
+    sigma = torch.from_numpy(rng.uniform(0.0, 2.0, (1, 1, 9, 11))).requires_grad_()
+    options = (3.0, "reflect", "exact", None, None, None)
+    torch.library.opcheck(torch.ops.adaptiveblur.adaptive_blur, (image, sigma, *options))
+    bounded = (3.0, "replicate", "exact", "reference", 1 << 20, 2.5)
+    torch.library.opcheck(torch.ops.adaptiveblur.adaptive_blur, (image, sigma, *bounded))
+
+
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")
+def test_a_model_with_both_ops_compiles_with_fullgraph(rng):
+    torch._dynamo.reset()
+    conv = SpatiallyVaryingConv2d(3, 3, kernel_size=3)
+    blur = AdaptiveGaussianBlur(sigma_bound=2.0)
+
+    def model(x, modulation, sigma):
+        return blur(conv(x, modulation), sigma).square().mean()
+
+    x = torch.from_numpy(rng.random((1, 3, 12, 14))).float()
+    modulation = torch.from_numpy(rng.random((1, 9, 12, 14))).float()
+    sigma = torch.from_numpy(rng.uniform(0.2, 2.0, (1, 1, 12, 14))).float().requires_grad_()
+    eager = model(x, modulation, sigma)
+    eager_grads = torch.autograd.grad(eager, [conv.weight, sigma])
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(x, modulation, sigma)
+    compiled_grads = torch.autograd.grad(compiled, [conv.weight, sigma])
+    torch.testing.assert_close(compiled, eager)
+    for a, b in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(a, b)

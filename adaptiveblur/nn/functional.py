@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from adaptiveblur.borders import read_window
 from adaptiveblur.errors import InvalidParameterError
 from adaptiveblur.ops.blur import adaptive_blur
+from adaptiveblur.ops.shifted_conv import shifted_conv
 from adaptiveblur.tiling import DEFAULT_MAX_MEMORY, Tile, plan_tiles, tile_side
 
 __all__ = ["adaptive_blur", "spatially_varying_conv2d"]
@@ -91,6 +92,13 @@ def spatially_varying_conv2d(
     budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
     side = tile_side(per_pixel, budget, height, width)
 
+    if x.device.type == "cpu":
+        # One pass per window offset over views of the padded input, with a backward pass
+        # of its own (see adaptiveblur.ops.shifted_conv): no k^2-sized windows at all.
+        r = size // 2
+        padded = read_window(x, -r, height + r, -r, width + r, PADDING_MODES[padding_mode])
+        output = shifted_conv(padded, weight, modulation, size, budget)
+        return output if bias is None else output + bias.view(1, -1, 1, 1)
     differentiable = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, modulation)
     )

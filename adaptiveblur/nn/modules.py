@@ -17,6 +17,8 @@ class AdaptiveGaussianBlur(nn.Module):
     """Per-pixel Gaussian blur: ``forward(x, sigma)`` is :func:`adaptiveblur.adaptive_blur`.
 
     Differentiable in ``x`` and ``sigma``; the kernel size follows ``sigma`` on every call.
+    With ``sigma_bound`` (a number no sigma exceeds) nothing is read back from the map,
+    so a call can be recorded in a CUDA graph (see ``adaptive_blur``).
 
     Example:
         >>> blur = AdaptiveGaussianBlur()
@@ -30,15 +32,22 @@ class AdaptiveGaussianBlur(nn.Module):
         truncate: float = DEFAULT_TRUNCATE,
         border: str = DEFAULT_BORDER,
         max_memory: int | None = None,
+        sigma_bound: float | None = None,
     ) -> None:
         super().__init__()
         self.truncate = truncate
         self.border = border
         self.max_memory = max_memory
+        self.sigma_bound = sigma_bound
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return adaptive_blur(
-            x, sigma, truncate=self.truncate, border=self.border, max_memory=self.max_memory
+            x,
+            sigma,
+            truncate=self.truncate,
+            border=self.border,
+            max_memory=self.max_memory,
+            sigma_bound=self.sigma_bound,
         )
 
 

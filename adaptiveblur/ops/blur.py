@@ -12,6 +12,7 @@ from adaptiveblur.borders import DEFAULT_BORDER, check_border, read_window
 from adaptiveblur.devices import resolve_device
 from adaptiveblur.errors import InvalidParameterError
 from adaptiveblur.kernels import DEFAULT_TRUNCATE, check_truncate, radius_for, radius_map
+from adaptiveblur.ops import custom_ops
 from adaptiveblur.ops.registry import DEFAULT_METHOD, choose_backend
 from adaptiveblur.ops.tile import TileInput
 from adaptiveblur.tiling import (
@@ -79,6 +80,10 @@ def adaptive_blur(
             map is trusted: not checked for NaN, infinity or negative values, and a
             pixel above the bound gets the bound's window (its own sigma's weights).
 
+    Under ``torch.compile`` (without ``device`` or ``progress``) the call is the custom op
+    ``adaptiveblur::adaptive_blur`` (:mod:`adaptiveblur.ops.custom_ops`), so a model
+    compiles with ``fullgraph=True``; its results and gradients are this function's.
+
     Returns:
         Tensor of the image's shape, dtype and device. Computed in float32
         (float64 when the image is float64).
@@ -94,6 +99,12 @@ def adaptive_blur(
         >>> torch.equal(out, image)
         True
     """
+    if torch.compiler.is_compiling() and device is None and progress is None:
+        # One opaque op in the compiled graph; it runs this function when the graph runs.
+        if not isinstance(sigma, torch.Tensor):
+            sigma = image.new_full(image.shape[-2:], float(sigma))
+        options = (truncate, border, method, backend, max_memory, sigma_bound)
+        return custom_ops.blur_op(image, sigma, *options)
     batched = _check_image(image)
     sigma_map = _check_sigma(sigma, batched, checked_values=sigma_bound is None)
     check_blur_options(truncate, border, max_memory)
