@@ -4,13 +4,16 @@ With a focus ``D`` and a focus range ``R`` (both map values), a value ``v`` in `
 (a depth map's, or the image's own intensity) is sharp inside the focal band
 ``|v - D| <= R / 2`` and blurs more the farther it lies outside::
 
-    t = (D - R/2 - v) / (D - R/2)        below the band (the near side)
-    t = (v - D - R/2) / (1 - D - R/2)    above the band (the far side)
+    L = max(D - R/2, 1 - D - R/2)        the largest distance from the band to an end
+    t = (D - R/2 - v) / L                below the band (the near side)
+    t = (v - D - R/2) / L                above the band (the far side)
     sigma = min_sigma + (side_sigma - min_sigma) * t ** gamma
 
-so ``t`` is 0 at the band's edge and 1 at the end of the value range on that side (map
-value 0 or 1: the same scale for every image), and ``side_sigma`` is the near or the far
-sigma. Inside the band sigma is ``min_sigma`` (0 by default: those pixels come out as they
+so blur grows at the same rate on both sides, ``t`` is 0 at the band's edge and reaches 1
+at the end of the value range (map value 0 or 1) farthest from the band, and
+``side_sigma`` is the near or the far sigma. The scale is that of the values, the same for
+every image: a band near one end leaves that side little room, and a sliver of values
+there never jumps to the full blur. Inside the band sigma is ``min_sigma`` (0 by default: those pixels come out as they
 went in). Smaller values are near, as in a depth map that stores distance; ``invert``
 makes the larger values near (a disparity map, white near), as ``1 - v`` with ``1 - D``.
 
@@ -90,7 +93,7 @@ def check_focus(settings: BlurSettings) -> None:
             if not unset:
                 raise InvalidParameterError(f"{name} needs a focus", parameter="focus")
     elif focus != AUTO and settings.focus_at is not None:
-        raise InvalidParameterError("focus_at needs focus 'auto'", parameter="focus")
+        raise InvalidParameterError("focus_at needs focus 'auto' (--focus auto)")
     if settings.focus_at is not None:
         parse_point(settings.focus_at)
 
@@ -145,41 +148,40 @@ def feathered(values: np.ndarray, sigma: float, truncate: float) -> np.ndarray:
     """``values`` (``(H, W)``) blurred with an exact Gaussian of ``sigma`` pixels, mirrored borders.
 
     Equals ``scipy.ndimage.gaussian_filter(values, sigma, mode='mirror', truncate=truncate)``
-    (summed in float64, returned as float32); any radius, also one wider than the image.
+    (in float64, returned as float32), for any radius, also one wider than the image.
+    Mirrored borders make each axis periodic (period ``2 n - 2``), so each pass is a
+    circular convolution of one period with the window folded onto it, done by FFT: the
+    cost does not grow with sigma.
     """
     radius = radius_for(sigma, truncate)
+    result = np.asarray(values, dtype=np.float64)
     if radius == 0:
-        return np.asarray(values, dtype=np.float32)
-    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+        return result.astype(np.float32)
+    offsets = np.arange(-radius, radius + 1)
     weights = np.exp(-0.5 * (offsets / sigma) ** 2)
     weights /= weights.sum()
-    result = np.asarray(values, dtype=np.float64)
     for axis in (0, 1):
-        result = _convolved(result, weights, radius, axis)
+        result = _periodic_pass(result, offsets, weights, axis)
     return result.astype(np.float32)
 
 
-def _convolved(values: np.ndarray, weights: np.ndarray, radius: int, axis: int) -> np.ndarray:
-    """One 1-D pass along ``axis``: each output sums ``2 radius + 1`` mirrored neighbours."""
-    index = _mirrored(np.arange(-radius, values.shape[axis] + radius), values.shape[axis])
-    padded = np.take(values, index, axis=axis)
-    out = np.zeros_like(values)
-    length = values.shape[axis]
-    for tap, weight in enumerate(weights):
-        window = [slice(None), slice(None)]
-        window[axis] = slice(tap, tap + length)
-        out += weight * padded[tuple(window)]
-    return out
-
-
-def _mirrored(index: np.ndarray, size: int) -> np.ndarray:
-    """Positions mirrored into ``[0, size)`` about the edge pixels (torch ``reflect``, scipy
-    ``mirror``): period ``2 size - 2``, and every position 0 for a size of 1."""
+def _periodic_pass(
+    values: np.ndarray, offsets: np.ndarray, weights: np.ndarray, axis: int
+) -> np.ndarray:
+    """One 1-D pass along ``axis``: ``out[p] = sum_t weights[t] values[mirror(p + offsets[t])]``."""
+    size = values.shape[axis]
     if size == 1:
-        return np.zeros_like(index)
+        return values  # every neighbour is the pixel itself; the weights sum to 1
     period = 2 * size - 2
-    folded = np.mod(index, period)
-    return np.where(folded < size, folded, period - folded)
+    # One period of the mirrored signal: 0 .. n-1, then n-2 .. 1.
+    extended = np.concatenate([values, np.flip(values, axis).take(range(1, size - 1), axis)], axis)
+    # Symmetric weights: a correlation equals a convolution, so fold them onto the period.
+    folded = np.bincount(np.mod(offsets, period), weights, minlength=period)
+    shape = [1, 1]
+    shape[axis] = period // 2 + 1
+    spectrum = np.fft.rfft(extended, axis=axis) * np.fft.rfft(folded).reshape(shape)
+    out = np.fft.irfft(spectrum, n=period, axis=axis)
+    return out.take(range(size), axis)
 
 
 def focus_at(values: np.ndarray, point: str | None) -> float:
@@ -229,11 +231,11 @@ def focal_sigma(values: np.ndarray, focus: float, settings: BlurSettings) -> np.
     low, high = focus - half, focus + half
     near = settings.max_sigma if settings.near_sigma is None else settings.near_sigma
     far = settings.max_sigma if settings.far_sigma is None else settings.far_sigma
-    # Below the band v < low implies low > 0, above it v > high implies high < 1.
     below, above = v < low, v > high
+    longest = max(low, 1.0 - high)  # > 0 whenever a value lies outside the band
     t = np.zeros_like(v)
-    t[below] = (low - v[below]) / low
-    t[above] = (v[above] - high) / (1.0 - high)
+    t[below] = (low - v[below]) / longest
+    t[above] = (v[above] - high) / longest
     top = np.where(below, near, np.where(above, far, settings.min_sigma))
     curve = t**settings.gamma
     return (settings.min_sigma + (top - settings.min_sigma) * curve).astype(np.float32)

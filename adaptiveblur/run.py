@@ -207,15 +207,22 @@ class FileBlur:
             for path in (dest, preview):
                 if path is not None:
                     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        # The output first: if it fails, no sigma map or preview is left behind either.
-        io.save_image(result, dest, format=fmt, quality=self.options.quality)
-        if save_sigma is not None and sigma is not None:
-            io.save_image(sigma_image(sigma, self.settings.max_sigma), save_sigma)
+        # The preview before the output (an output is only ever made with its preview, so a
+        # failed preview cannot leave an output a re-run would skip), and removed again if
+        # the output fails; the sigma map after the output, so none is left without one.
         if preview is not None and sigma is not None:
             from adaptiveblur.preview import preview_image
 
             picture = preview_image(image, sigma, result, self.settings.max_sigma)
             io.save_image(picture, preview, quality=self.options.quality)
+        try:
+            io.save_image(result, dest, format=fmt, quality=self.options.quality)
+        except BaseException:
+            if preview is not None and os.path.isfile(preview):
+                os.unlink(preview)
+            raise
+        if save_sigma is not None and sigma is not None:
+            io.save_image(sigma_image(sigma, self.settings.max_sigma), save_sigma)
         return device
 
     def _blur_native(
@@ -272,6 +279,7 @@ class FileBlur:
             sigma_map = self._map_sigma(height, width, device)
         elif keep_sigma:
             sigma_map = sigma_map_for(image, settings)
+            replayer = None  # as above: this image's own map
         result = blur_image(image, sigma_map, settings, progress, replayer=replayer)
         return result, None if sigma_map is None else sigma_map.cpu().numpy()
 
@@ -338,6 +346,8 @@ def run_file(
     io.check_output_format("L", options.output_format, dest)
     for path in (dest, save_sigma, preview):
         check_writable(path)
+    if preview == STDIO:
+        raise OutputImageError("the preview cannot go to standard output", parameter="preview")
     for side_output in (save_sigma, preview):
         if side_output is not None:
             io.check_output_format("RGB", None, side_output)
@@ -422,10 +432,14 @@ def refuse_clobbering(
         if path is not None
     ]
     for number, (name, path) in enumerate(side_outputs):
-        for other in [dest, *(other for _, other in side_outputs[:number])]:
+        earlier = [
+            ("the output", dest),
+            *((f"--{n.replace('_', '-')}", p) for n, p in side_outputs[:number]),
+        ]
+        for what, other in earlier:
             if same_file(other, path):
                 raise OutputImageError(
-                    f"the output and {name} are the same file: {path!r}", parameter=name
+                    f"{what} and --{name.replace('_', '-')} are the same file: {path!r}"
                 )
     for path in inputs:
         for name, side in side_outputs:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image as PILImage
 
 from adaptiveblur import io as abio
-from adaptiveblur.errors import EXIT_USAGE, InvalidParameterError
+from adaptiveblur.errors import EXIT_OUTPUT, EXIT_USAGE, InvalidParameterError
 from adaptiveblur.focus import FOCUS_REGION, feathered, focal_sigma, focus_at, sigma_for
 from adaptiveblur.preview import COLOURS, PANEL, preview_image
 from adaptiveblur.settings import BlurSettings
@@ -30,10 +30,11 @@ def scalar_sigma(v, focus, width, near, far, low_sigma, gamma, invert):
     if invert:
         v, focus = 1.0 - v, 1.0 - focus
     below, above = focus - width / 2, focus + width / 2
+    longest = max(below, 1.0 - above)  # the same rate on both sides
     if v < below:
-        return low_sigma + (near - low_sigma) * ((below - v) / below) ** gamma
+        return low_sigma + (near - low_sigma) * ((below - v) / longest) ** gamma
     if v > above:
-        return low_sigma + (far - low_sigma) * ((v - above) / (1.0 - above)) ** gamma
+        return low_sigma + (far - low_sigma) * ((v - above) / longest) ** gamma
     return low_sigma
 
 
@@ -73,13 +74,15 @@ def test_the_focal_mapping_matches_a_scalar_loop(rng, trial):
 
 
 def test_near_and_far_sigmas_apply_on_their_own_sides():
-    values = np.array([[0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0]], dtype=np.float32)
-    settings = BlurSettings(max_sigma=6, focus=0.5, focus_range=0.2, near_sigma=2, far_sigma=6)
-    got = focal_sigma(values, 0.5, settings)
-    # Band [0.4, 0.6]: the near side rises to 2 at value 0, the far side to 6 at value 1.
-    np.testing.assert_allclose(got[0], [2.0, 1.0, 0.0, 0.0, 0.0, 3.0, 6.0], atol=1e-6)
-    inverted = focal_sigma(values, 0.5, BlurSettings(**{**settings.__dict__, "invert": True}))
-    np.testing.assert_allclose(inverted[0], [6.0, 3.0, 0.0, 0.0, 0.0, 1.0, 2.0], atol=1e-6)
+    values = np.array([[0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0]], dtype=np.float32)
+    settings = BlurSettings(max_sigma=6, focus=0.4, focus_range=0.2, near_sigma=2, far_sigma=6)
+    got = focal_sigma(values, 0.4, settings)
+    # Band [0.3, 0.5]; the far side is the longer (0.5): both sides rise 1/0.5 per unit of
+    # value, the near side towards 2, the far side towards 6, which it reaches at 1.
+    np.testing.assert_allclose(got[0], [1.2, 0.8, 0.4, 0, 0, 1.2, 3.6, 6.0], atol=1e-6)
+    inverted = focal_sigma(values, 0.4, BlurSettings(**{**settings.__dict__, "invert": True}))
+    # Now the larger values are near: band [0.3, 0.5] still, v 1.0 is 0.5 into the near side.
+    np.testing.assert_allclose(inverted[0], [3.6, 2.4, 1.2, 0, 0, 0.4, 1.2, 2.0], atol=1e-6)
 
 
 @pytest.mark.parametrize("route", sorted(ROUTES))
@@ -114,7 +117,8 @@ def test_pixels_in_the_band_are_unchanged_and_the_rest_is_the_exact_blur(
 
 
 def test_feathering_equals_scipy_on_odd_sizes(rng):
-    for shape, sigma in [((1, 1), 2.0), ((7, 13), 1.3), ((5, 4), 9.0), ((61, 37), 2.5)]:
+    cases = [((1, 1), 2.0), ((7, 13), 1.3), ((5, 4), 9.0), ((61, 37), 2.5), ((3, 4), 700.0)]
+    for shape, sigma in cases:
         values = rng.random(shape).astype(np.float32)
         expected = scipy_ndimage.gaussian_filter(
             values.astype(np.float64), sigma, mode="mirror", truncate=3.0
@@ -245,9 +249,19 @@ def test_batch_writes_previews_of_the_files_it_blurs(capsys, work, rng):
     args = ["batch", "in", "out", "-r", "--max-sigma", "2", "--quiet", "--preview-dir", "prev"]
     code, _, err = cli(capsys, *args)
     assert code == 0, err
-    assert files_under(work / "prev") == {"a.png", "sub/b.png"}
-    code, _, err = cli(capsys, "batch", "in", "out", "--max-sigma", "2", "--preview-dir", "out")
-    assert_clean_error(code, "", err, EXIT_USAGE, "folder of their own")
+    assert files_under(work / "prev") == {"a.png.png", "sub/b.jpg.png"}
+    save(work / "in" / "sub" / "a.png.png", np.zeros((4, 5, 3), np.uint8), "RGB")
+    before = {name: (work / "in" / name).read_bytes() for name in files_under(work / "in")}
+    refusals = [
+        (["in", "out", "--preview-dir", "out"], "folder of their own"),
+        (["in", "o2", "--preview-dir", "in"], "folder of their own"),
+        (["in", "o3", "-r", "--preview-dir", "in/sub"], "would replace"),  # in/sub/a.png.png
+    ]
+    for args, fragment in refusals:
+        code, out, err = cli(capsys, "batch", *args, "--max-sigma", "2")
+        assert_clean_error(code, out, err, EXIT_USAGE, fragment)
+    assert {n: (work / "in" / n).read_bytes() for n in files_under(work / "in")} == before
+    assert not (work / "o2").exists() and not (work / "o3").exists()
 
 
 def test_changing_the_focus_redoes_a_batch(capsys, work, rng):
@@ -299,3 +313,30 @@ def test_a_float_depth_map_is_focused_on_its_own_range(capsys, work, rng):
     out = pixels_of(work / "out.png").reshape(image.shape)
     assert np.array_equal(out[:, :2], image[:, :2])  # the nearest metres: values 0 and 1/11
     assert not math.isclose(float(np.abs(out[:, 8:] - image[:, 8:].astype(int)).mean()), 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--preview", "-"], "cannot go to standard output"),
+        (["--preview", "x.png", "--save-sigma", "x.png"], "--save-sigma and --preview"),
+        (["--preview", "out.png"], "the output and --preview"),
+        (["--preview", "in.png"], "preview over the input"),
+    ],
+)
+def test_a_preview_in_the_wrong_place_is_refused(capsys, work, rng, options, fragment):
+    save(work / "in.png", rng.integers(0, 256, (8, 9, 3), dtype=np.uint8), "RGB")
+    before = (work / "in.png").read_bytes()
+    code, out, err = cli(capsys, "run", "in.png", "out.png", "--max-sigma", "2", *options)
+    assert_clean_error(code, out, err, EXIT_OUTPUT, fragment)
+    assert not (work / "out.png").exists() and (work / "in.png").read_bytes() == before
+
+
+def test_the_default_focus_point_spelled_out_redoes_nothing(capsys, work, rng):
+    (work / "in").mkdir()
+    save(work / "in" / "a.png", rng.integers(0, 256, (9, 11, 3), dtype=np.uint8), "RGB")
+    base = ["batch", "in", "out", "--max-sigma", "3", "--focus", "auto", "--report", "r.json"]
+    assert cli(capsys, *base)[0] == 0
+    assert cli(capsys, *base, "--focus-at", "50%,50%")[0] == 0
+    statuses = [entry["status"] for entry in json.loads((work / "r.json").read_text())["files"]]
+    assert statuses == ["skipped"]

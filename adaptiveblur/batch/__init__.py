@@ -79,7 +79,8 @@ def blur_files(
             standard output.
         preview_dir: also write a preview of each file blurred (not of those skipped)
             here, as PNG (:func:`adaptiveblur.preview.preview_image`), at the output's
-            path relative to ``out_dir`` with the extension ``.png``.
+            path relative to ``out_dir`` with ``.png`` added (``sub/a.jpg.png``); one that
+            would replace an input, an output, the map or another preview is refused.
         on_plan: called once with the tasks, before any is run (for a progress bar).
         on_outcome: called with each file's :class:`Outcome`, in completion order.
         on_notice: called once with the route's notice (a slower fallback), if any.
@@ -107,7 +108,9 @@ def blur_files(
 
     options = options or FileOptions()
     check_writable(report)
-    if preview_dir is not None and same_file(preview_dir, out_dir):
+    if preview_dir is not None and any(
+        same_file(preview_dir, folder) for folder in (out_dir, in_dir) if folder is not None
+    ):
         raise InvalidParameterError(
             "the previews need a folder of their own, not OUT_DIR", parameter="preview_dir"
         )
@@ -115,6 +118,8 @@ def blur_files(
         out_dir, settings, options, in_dir, sources, patterns, recursive, suffix, shard
     )
     tasks = [decision.task for decision in decisions]
+    if preview_dir is not None:
+        _check_previews(out_dir, preview_dir, tasks, options.map_path)
     if gpus is not None:  # GPUs by index: the torch engine on them
         route = choose_route(replace(settings, device="cuda"), pixels=0)
     else:
@@ -280,3 +285,32 @@ def spread_devices(device: str, gpus: Sequence[int] | None = None) -> list[str]:
     if resolved.type == "cuda" and resolved.index is None:
         return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
     return [str(resolved)]
+
+
+def _check_previews(
+    out_dir: str, preview_dir: str, tasks: Sequence[Task], map_path: str | None
+) -> None:
+    """Refuse previews that would replace an input, an output or the map, or each other.
+
+    Raises:
+        InvalidParameterError: naming the first such preview.
+    """
+    from adaptiveblur.batch.runner import preview_path
+    from adaptiveblur.errors import InvalidParameterError
+
+    if os.path.exists(preview_dir) and not os.path.isdir(preview_dir):
+        raise InvalidParameterError(
+            f"the preview folder {preview_dir!r} is a file", parameter="preview_dir"
+        )
+    taken = {os.path.abspath(path) for task in tasks for path in (task.source, task.dest)}
+    if map_path is not None:
+        taken.add(os.path.abspath(map_path))
+    for task in tasks:
+        path = os.path.abspath(preview_path(out_dir, preview_dir, task.dest))
+        if path in taken:
+            raise InvalidParameterError(
+                f"the preview of {task.relative!r} would replace {path!r}; "
+                "give the previews a folder of their own",
+                parameter="preview_dir",
+            )
+        taken.add(path)

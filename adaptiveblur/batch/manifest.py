@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from adaptiveblur._version import __version__
 from adaptiveblur.batch.plan import Task
 from adaptiveblur.errors import AdaptiveBlurError, InputImageError, os_reason
+from adaptiveblur.focus import DEFAULT_FOCUS_AT
 
 if TYPE_CHECKING:
     from adaptiveblur.settings import BlurSettings, FileOptions
@@ -94,9 +95,12 @@ class Fingerprints:
             name: _canonical(getattr(settings, name)) for name in _BLUR_FIELDS
         }
         defaults = {field.name: field.default for field in fields(settings)}
-        for name in _FOCUS_FIELDS:
-            if getattr(settings, name) != defaults[name]:
-                self._base[name] = _canonical(getattr(settings, name))
+        given = {name: getattr(settings, name) for name in _FOCUS_FIELDS}
+        if given["focus_at"] == DEFAULT_FOCUS_AT:  # the default spelled out is the default
+            given["focus_at"] = None
+        for name, value in given.items():
+            if value != defaults[name]:
+                self._base[name] = _canonical(value)
         self._base["map"] = _file_digest(options.map_path)
         self._base["resize_map"] = options.resize_map and options.map_path is not None
         self.table: dict[str, dict[str, Any]] = {}

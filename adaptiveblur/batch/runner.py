@@ -111,7 +111,8 @@ def run_batch(
     it stopped. With ``cuda_graphs``, image sizes that keep coming replay a recorded CUDA
     graph of their blur where the backend allows it (see :mod:`adaptiveblur.batch.graphs`).
     ``previews``, ``(out_dir, preview_dir)``, also writes each blurred file's preview at
-    its output's path relative to ``out_dir``, under ``preview_dir``, as PNG.
+    its output's path relative to ``out_dir``, under ``preview_dir``, as PNG
+    (:func:`preview_path`).
 
     Raises:
         InvalidParameterError: bad settings (before any file is touched).
@@ -227,8 +228,15 @@ class BatchJob:
         if self.previews is None:
             return None
         out_dir, preview_dir = self.previews
-        relative = os.path.relpath(os.path.abspath(dest), os.path.abspath(out_dir))
-        return os.path.join(preview_dir, os.path.splitext(relative)[0] + ".png")
+        return preview_path(out_dir, preview_dir, dest)
+
+
+def preview_path(out_dir: str, preview_dir: str, dest: str) -> str:
+    """The preview of the output ``dest``: its path relative to ``out_dir``, under
+    ``preview_dir``, with ``.png`` added (``sub/a.jpg`` -> ``sub/a.jpg.png``), so outputs
+    that differ only by extension keep previews apart."""
+    relative = os.path.relpath(os.path.abspath(dest), os.path.abspath(out_dir))
+    return os.path.join(preview_dir, relative + ".png")
 
 
 def _as_planned(dest: str, redo: frozenset[tuple[str, int, int]]) -> bool:

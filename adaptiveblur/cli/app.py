@@ -214,7 +214,7 @@ def batch(
         None,
         "--preview-dir",
         help="Also write a preview (input, sigma map, output) of each file blurred, as PNG, "
-        "mirroring OUT_DIR's folders.",
+        "at its output's path with .png added (a.jpg.png), mirroring OUT_DIR's folders.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
     dry_run: bool = typer.Option(

@@ -210,14 +210,16 @@ _COMMON = [
         float | None,
         None,
         "--near-sigma",
-        help="With --focus: sigma at map value 0, the near end (default --max-sigma).",
+        help="With --focus: sigma at the near end, map value 0 (1 with --invert); default "
+        "--max-sigma.",
     ),
     _option(
         "far_sigma",
         float | None,
         None,
         "--far-sigma",
-        help="With --focus: sigma at map value 1, the far end (default --max-sigma).",
+        help="With --focus: sigma at the far end, map value 1 (0 with --invert); default "
+        "--max-sigma.",
     ),
     _option(
         "feather",
