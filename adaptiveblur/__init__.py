@@ -45,6 +45,9 @@ _LAZY = {
     "FileOptions": "adaptiveblur.settings",
     "run_file": "adaptiveblur.run",
     "blur_files": "adaptiveblur.batch",
+    "blur_array": "adaptiveblur.arrays",
+    "blur_pil": "adaptiveblur.arrays",
+    "BlurBatch": "adaptiveblur.arrays",
 }
 
 __all__ = [

@@ -196,13 +196,15 @@ class FileBlur:
         fmt = io.check_output_format(image.mode, self.options.output_format, dest)
         io.check_float_range(image, fmt)  # the blur keeps values within the input's range
         keep_sigma = save_sigma is not None or preview is not None
-        with devices.lease() as device:
-            if route.engine == "native":
-                result, sigma = self._blur_native(image, fmt, keep_sigma, progress)
-            else:
-                on_device = replace(self.settings, device=device, method=route.method)
-                replayer = None if replayers is None else replayers.get(device)
-                result, sigma = self._blur_torch(image, on_device, replayer, keep_sigma, progress)
+        result, sigma, device = self.blur_loaded(
+            image,
+            fmt,
+            route,
+            devices,
+            replayers=replayers,
+            progress=progress,
+            keep_sigma=keep_sigma,
+        )
         if make_folder:
             for path in (dest, preview):
                 if path is not None:
@@ -224,6 +226,33 @@ class FileBlur:
         if save_sigma is not None and sigma is not None:
             io.save_image(sigma_image(sigma, self.settings.max_sigma), save_sigma)
         return device
+
+    def blur_loaded(
+        self,
+        image: io.Image,
+        fmt: str,
+        route: Route,
+        devices: DeviceTokens,
+        *,
+        replayers: Mapping[str, Replayer] | None = None,
+        progress: ProgressCallback | None = None,
+        keep_sigma: bool = False,
+    ) -> tuple[io.Image, np.ndarray | None, str]:
+        """Blur a loaded ``image`` by ``route`` on one of ``devices``, for the format ``fmt``
+        (which decides the result's bit depth), holding the device for the blur alone.
+
+        Returns:
+            ``(result, sigma, device)``: the blurred image, its ``(H, W)`` sigma map when
+            ``keep_sigma`` (else possibly ``None``), and the device used.
+        """
+        with devices.lease() as device:
+            if route.engine == "native":
+                result, sigma = self._blur_native(image, fmt, keep_sigma, progress)
+            else:
+                on_device = replace(self.settings, device=device, method=route.method)
+                replayer = None if replayers is None else replayers.get(device)
+                result, sigma = self._blur_torch(image, on_device, replayer, keep_sigma, progress)
+        return result, sigma, device
 
     def _blur_native(
         self, image: io.Image, fmt: str, keep_sigma: bool, progress: ProgressCallback | None
