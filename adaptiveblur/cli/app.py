@@ -36,7 +36,7 @@ from adaptiveblur.errors import (
 try:  # typer >= 0.22 carries its own copy of click
     from typer import TyperException as _CommandLineError
 except ImportError:  # older typer on top of click
-    from click import ClickException as _CommandLineError  # type: ignore[no-redef]
+    from click import ClickException as _CommandLineError  # type: ignore[no-redef, assignment, unused-ignore]
 
 
 def _exit_codes() -> str:
