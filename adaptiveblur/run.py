@@ -24,6 +24,7 @@ import numpy as np
 from adaptiveblur import focus, io
 from adaptiveblur.engine import Route, choose_route
 from adaptiveblur.errors import DeviceUnavailableError, InputImageError, OutputImageError
+from adaptiveblur.io import remote
 from adaptiveblur.io.decode import source_name
 from adaptiveblur.settings import BlurSettings, FileOptions
 
@@ -207,7 +208,9 @@ class FileBlur:
         )
         if make_folder:
             for path in (dest, preview):
-                if path is not None:
+                if remote.is_url(path):
+                    remote.make_parent(path)
+                elif path is not None:
                     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         # The preview before the output (an output is only ever made with its preview, so a
         # failed preview cannot leave an output a re-run would skip), and removed again if
@@ -220,7 +223,9 @@ class FileBlur:
         try:
             io.save_image(result, dest, format=fmt, quality=self.options.quality)
         except BaseException:
-            if preview is not None and os.path.isfile(preview):
+            if remote.is_url(preview):
+                remote.remove(preview)
+            elif preview is not None and os.path.isfile(preview):
                 os.unlink(preview)
             raise
         if save_sigma is not None and sigma is not None:
@@ -354,7 +359,8 @@ def run_file(
     progress: ProgressCallback | None = None,
     on_notice: Callable[[str], None] | None = None,
 ) -> Route:
-    """``adaptiveblur run``: read ``source`` (a path or ``"-"``), blur, write ``dest`` atomically.
+    """``adaptiveblur run``: read ``source`` (a path, a URL or ``"-"``), blur, write ``dest``
+    (the same) atomically.
 
     Everything that can be checked before the slow part is checked first. ``save_sigma``
     also writes the sigma map, ``preview`` the picture of input, sigma map and output
@@ -486,11 +492,16 @@ def check_writable(path: str | None) -> None:
     """Fail early when ``path`` cannot be created: missing or read-only folder, or a folder itself.
 
     An existing device or FIFO (written in place) needs write permission on itself alone.
+    A URL is checked by its store (reachable, not a folder); object stores have no folders
+    to be missing.
 
     Raises:
         OutputImageError: the reason it cannot.
     """
     if path is None or path == STDIO:
+        return
+    if remote.is_url(path):
+        remote.check_output(path)
         return
     if os.path.isdir(path):
         raise OutputImageError(f"cannot write {path!r}: it is a directory")
@@ -506,9 +517,12 @@ def check_writable(path: str | None) -> None:
 
 
 def same_file(a: str | None, b: str | None) -> bool:
-    """Whether two paths name one file (through links too); ``False`` if either is ``None``."""
+    """Whether two paths name one file (through links too); ``False`` if either is ``None``.
+    URLs name one object when their store says so (a URL and a local path never do)."""
     if a is None or b is None:
         return False
+    if remote.is_url(a) or remote.is_url(b):
+        return remote.same_object(a, b)
     try:
         if os.path.exists(a) and os.path.exists(b):
             return os.path.samefile(a, b)

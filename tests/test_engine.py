@@ -200,7 +200,8 @@ def test_run_file_reports_its_route(work, photo):
 
 @needs_kernel
 def test_run_on_the_cpu_imports_no_torch(work, photo):
-    """``PYTHONPROFILEIMPORTTIME`` lists every module the command imported."""
+    """``PYTHONPROFILEIMPORTTIME`` lists every module the command imported; fsspec is only
+    for URLs, so local paths import none of it either."""
     env = subprocess_env() | {"PYTHONPROFILEIMPORTTIME": "1"}
     focused = ["--map", "in.png", "--focus", "auto", "--feather", "1.5", "--preview", "p.png"]
     for extra in ([], ["--save-sigma", "sigma.png", "--linear"], ["--map", "in.png"], focused):
@@ -213,22 +214,23 @@ def test_run_on_the_cpu_imports_no_torch(work, photo):
         imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.decode().splitlines()]
         assert "numpy" in imported  # the listing is there
         assert not [name for name in imported if name.split(".")[0] == "torch"], extra
+        assert not [name for name in imported if name.split(".")[0] == "fsspec"], extra  # URLs only
         # Neither pydantic (typer 0.29 and later) nor pillow's full plugin list is loaded:
         # each costs more than the blur of a small image.
         assert "pydantic" not in imported and "PIL.DdsImagePlugin" not in imported, extra
 
 
 @needs_kernel
-def test_batch_and_pipes_import_no_torch(work, photo):
+def test_batch_and_pipes_import_no_torch_and_no_fsspec(work, photo):
     (work / "folder").mkdir()
     photo.rename(work / "folder" / "a.png")
     script = (
         "import sys; from adaptiveblur.cli import main; "
         "code = main(['batch', 'folder', 'out', '--max-sigma', '2', '--quiet']); "
-        "print(code, 'torch' in sys.modules, file=sys.stderr)"
+        "print(code, 'torch' in sys.modules, 'fsspec' in sys.modules, file=sys.stderr)"
     )
     done = run_subprocess(["-c", script], work)
-    assert done.stderr.decode().strip().splitlines()[-1] == "0 False"
+    assert done.stderr.decode().strip().splitlines()[-1] == "0 False False"
     assert (work / "out" / "a.png").exists()
     data = (work / "out" / "a.png").read_bytes()
     piped = run_subprocess(

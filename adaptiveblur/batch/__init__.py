@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from adaptiveblur.batch.plan import Task
+from adaptiveblur.io import remote
 
 if TYPE_CHECKING:
     from adaptiveblur.batch.manifest import Decision, Fingerprints
@@ -59,6 +60,10 @@ def blur_files(
     output made is recorded (see :mod:`adaptiveblur.batch.manifest`; each shard writes its
     own manifest file).
 
+    Folders and files may be URLs (``s3://bucket/photos``, any fsspec protocol; see
+    :mod:`adaptiveblur.io.remote`); a URL ``out_dir`` keeps no manifest, so its existing
+    outputs are kept unless ``options.overwrite``.
+
     Args:
         out_dir: the output folder (created when missing).
         settings, options: how to blur, and how to read and write the files.
@@ -81,6 +86,7 @@ def blur_files(
             here, as PNG (:func:`adaptiveblur.preview.preview_image`), at the output's
             path relative to ``out_dir`` with ``.png`` added (``sub/a.jpg.png``); one that
             would replace an input, an output, the map or another preview is refused.
+            Both it and ``out_dir`` must then be local folders.
         on_plan: called once with the tasks, before any is run (for a progress bar).
         on_outcome: called with each file's :class:`Outcome`, in completion order.
         on_notice: called once with the route's notice (a slower fallback), if any.
@@ -91,7 +97,7 @@ def blur_files(
 
     Raises:
         InvalidParameterError: bad settings, both or neither of ``in_dir`` and ``sources``,
-            a bad shard, or two inputs that would write one output.
+            a bad shard, two inputs that would write one output, or a URL with previews.
         InputImageError: ``in_dir`` cannot be read, or the map file is bad.
         OutputImageError: ``out_dir`` is a file, or ``report`` or the manifest cannot be
             written.
@@ -108,6 +114,13 @@ def blur_files(
 
     options = options or FileOptions()
     check_writable(report)
+    if preview_dir is not None:
+        for folder in (preview_dir, out_dir):
+            if remote.is_url(folder):  # a preview is placed and checked beside local files
+                raise InvalidParameterError(
+                    f"expected local folders for the previews and the outputs, got {folder!r}",
+                    parameter="preview_dir",
+                )
     if preview_dir is not None and any(
         same_file(preview_dir, folder) for folder in (out_dir, in_dir) if folder is not None
     ):
@@ -165,7 +178,7 @@ def blur_files(
             manifest.flush()
         raise
     manifest.flush()
-    unrecorded = {d.task.dest for d in decisions if d.reason == "no record"}
+    unrecorded = {d.task.dest for d in decisions if d.reason in ("no record", "exists")}
     summary.redone = sum(o.status == "done" and o.task.dest in redone for o in summary.outcomes)
     summary.unrecorded = sum(
         o.status == "skipped" and o.task.dest in unrecorded for o in summary.outcomes
@@ -242,7 +255,7 @@ def _decide(
         plan.check_shard(*shard)
     if in_dir is not None:
         relatives = plan.discover(in_dir, patterns, recursive, io.readable_extensions())
-        sources = [os.path.join(in_dir, relative) for relative in relatives]
+        sources = [plan.join(in_dir, relative) for relative in relatives]
     else:
         assert sources is not None
         sources = list(sources)
@@ -261,6 +274,8 @@ def _decide(
 
 def _as_found(dest: str) -> tuple[str, int, int]:
     """``dest`` with its size and modification time now, so the run redoes only that file."""
+    if remote.is_url(dest):  # a store's outputs are redone only with overwrite
+        return dest, -1, -1
     try:
         status = os.stat(dest)
     except OSError:

@@ -12,6 +12,10 @@ size and modification time its output had when it was written, and applies only 
 they are unchanged: once the output is replaced (by a run with another shard split, by
 hand, by another program), the record that describes the new file decides, or none does.
 
+An output folder that is a URL (``s3://...``) keeps no manifest (a record holds its output's
+size and modification time in nanoseconds, which stores do not give alike): there an
+existing output is kept (``"exists"``) whatever made it, and ``overwrite`` redoes it.
+
 Pure file logic: no torch, no pixels.
 """
 
@@ -30,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 from adaptiveblur._version import __version__
 from adaptiveblur.batch.plan import Task
-from adaptiveblur.errors import AdaptiveBlurError, InputImageError, os_reason
+from adaptiveblur.errors import AdaptiveBlurError, InputImageError, OutputImageError, os_reason
 from adaptiveblur.focus import DEFAULT_FOCUS_AT
+from adaptiveblur.io import remote
 
 if TYPE_CHECKING:
     from adaptiveblur.settings import BlurSettings, FileOptions
@@ -151,7 +156,8 @@ class Decision:
     output is replaced), ``"refuse"`` (the output would replace its own input; the run
     reports it as failed) or, from :func:`adaptiveblur.batch.plan_files`, ``"fail"`` (the
     input is not a regular file; ``reason`` says what it is). ``reason``: ``"new"``, ``"same settings"``, ``"no record"``
-    (an output this tool has no record of), ``"settings changed"``, ``"overwrite"``
+    (an output this tool has no record of), ``"exists"`` (an output in a URL folder, which
+    keeps no records), ``"settings changed"``, ``"overwrite"``
     (asked for), ``"input"`` (the output is the input) or ``"map"`` (the output is the
     ``--map`` file). ``settings``: the fingerprint
     the output gets.
@@ -178,11 +184,14 @@ def decide(
     """
     from adaptiveblur.run import same_file
 
-    records = read_records(out_dir) if not overwrite else {}
+    on_store = remote.is_url(out_dir)
+    records = read_records(out_dir) if not (overwrite or on_store) else {}
+    # A store is listed once, not asked once per output.
+    present = _stored_outputs(out_dir) if on_store else None
     decisions = []
     for task in tasks:
         settings = fingerprints.for_output(task.dest)
-        if not os.path.lexists(task.dest):
+        if not (os.path.lexists(task.dest) if present is None else task.dest in present):
             action, reason = "do", "new"
         elif same_file(task.source, task.dest):  # never replaced: the runner refuses it
             action, reason = ("refuse" if overwrite else "skip"), "input"
@@ -190,6 +199,8 @@ def decide(
             action, reason = "refuse", "map"
         elif overwrite:
             action, reason = "redo", "overwrite"
+        elif on_store:
+            action, reason = "skip", "exists"
         else:
             made_with = _recorded_settings(task.dest, records.get(output_key(out_dir, task.dest)))
             if not made_with:
@@ -200,6 +211,19 @@ def decide(
                 action, reason = "redo", "settings changed"
         decisions.append(Decision(task, action, reason, settings))
     return decisions
+
+
+def _stored_outputs(out_dir: str) -> frozenset[str]:
+    """The URLs of every file below the URL folder ``out_dir`` (none when it is missing).
+
+    Raises:
+        OutputImageError: the store cannot be listed.
+    """
+    try:
+        listed = remote.list_files(out_dir, recursive=True, missing_ok=True)
+    except InputImageError as error:  # listing the output folder: an output error
+        raise OutputImageError(str(error)) from error
+    return frozenset(remote.join(out_dir, relative) for relative in listed)
 
 
 def _recorded_settings(dest: str, records: Iterable[Record] | None) -> set[str]:
@@ -261,7 +285,8 @@ class ManifestWriter:
     and then (every ``interval`` seconds, as outputs come in) and at :meth:`flush`.
 
     Each write reads the file again and adds to what it holds, so records of earlier runs
-    of the same shard are kept. Thread-safe.
+    of the same shard are kept. An ``out_dir`` that is a URL gets none (see the module's
+    notes). Thread-safe.
     """
 
     def __init__(
@@ -274,7 +299,7 @@ class ManifestWriter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.out_dir = out_dir
-        self.path = os.path.join(out_dir, manifest_name(shard))
+        self.path = None if remote.is_url(out_dir) else os.path.join(out_dir, manifest_name(shard))
         self._table = table
         self._interval = interval
         self._clock = clock
@@ -287,6 +312,8 @@ class ManifestWriter:
 
         A write that is due and fails is tried again at the next one (and at :meth:`flush`).
         """
+        if self.path is None:
+            return
         try:
             status = os.stat(dest)
         except OSError:
@@ -309,7 +336,7 @@ class ManifestWriter:
 
         with self._lock:
             self._written_at = self._clock()
-            if not self._pending:
+            if not self._pending or self.path is None:
                 return
             table, records = _read_manifest(self.path)
             records.update(self._pending)
@@ -336,6 +363,8 @@ def _file_digest(path: str | None) -> str | None:
     input is named, not read (reading would use it up)."""
     if path is None:
         return None
+    if remote.is_url(path):
+        return hashlib.sha256(remote.read_bytes(path)).hexdigest()
     try:
         if path == "-" or not stat.S_ISREG(os.stat(path).st_mode):
             return f"unread:{os.path.abspath(path)}"

@@ -1,7 +1,8 @@
 """Batch planning: which files to blur, where each result goes, and which shard does it.
 
 Pure path logic (no torch, no pixels): discover inputs in a folder or read them from a
-list, mirror their layout under the output folder, split the work into shards.
+list, mirror their layout under the output folder, split the work into shards. Folders and
+files may be URLs (``s3://bucket/photos``, see :mod:`adaptiveblur.io.remote`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from adaptiveblur.errors import InputImageError, InvalidParameterError, OutputImageError
+from adaptiveblur.io import remote
 
 FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
 
@@ -37,14 +39,23 @@ def discover(
     opened: one that is not a regular file (a named pipe, a socket, a device, a link to a
     missing file) stays in the list, so the batch reports it as failed with the reason
     (:meth:`adaptiveblur.run.FileBlur.blur` refuses it unopened) instead of leaving it out
-    unseen; folders are never listed.
+    unseen; folders are never listed. A URL ``root`` is listed by its store, the names
+    ``/``-separated.
 
     Raises:
         InputImageError: ``root`` is not a readable folder.
     """
+    wanted = frozenset(extension.lower() for extension in extensions)
+    if remote.is_url(root):
+        listed = remote.list_files(root, recursive)
+        return [
+            relative
+            for relative in listed
+            if not any(part.startswith(".") for part in relative.split("/"))
+            and _selected(relative.rsplit("/", 1)[-1], relative, patterns, wanted)
+        ]
     if not os.path.isdir(root):
         raise InputImageError(f"cannot read folder {root!r}: it is not a folder")
-    wanted = frozenset(extension.lower() for extension in extensions)
     found: list[str] = []
     try:
         walker = os.walk(root, onerror=_raise)
@@ -64,13 +75,16 @@ def discover(
 
 
 def read_list_file(source: str) -> list[str]:
-    """Paths listed in the file ``source`` (``"-"`` for standard input); see :func:`read_list`.
+    """Paths listed in the file ``source`` (a path, a URL, or ``"-"`` for standard input);
+    see :func:`read_list`.
 
     Raises:
         InputImageError: the list cannot be read.
     """
     if source == "-":
         return read_list(sys.stdin.buffer.read())
+    if remote.is_url(source):
+        return read_list(remote.read_bytes(source))
     try:
         with open(source, "rb") as handle:
             return read_list(handle.read())
@@ -84,8 +98,11 @@ def check_output_folder(folder: str) -> None:
     """Fail early when ``folder`` exists and is not a folder (it is created when missing).
 
     Raises:
-        OutputImageError: it is a file.
+        OutputImageError: it is a file (or, for a URL, its store cannot be reached).
     """
+    if remote.is_url(folder):
+        remote.check_output_folder(folder)
+        return
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise OutputImageError(f"cannot write into {folder!r}: it is a file, not a folder")
 
@@ -97,9 +114,18 @@ def read_list(text: bytes) -> list[str]:
 
 
 def relative_names(paths: Sequence[str]) -> list[str]:
-    """Each path relative to the deepest folder that holds them all (so the tree is mirrored)."""
+    """Each path relative to the deepest folder that holds them all (so the tree is mirrored).
+
+    Raises:
+        InvalidParameterError: URLs and local paths mixed, or URLs of several protocols.
+    """
     if not paths:
         return []
+    urls = sum(remote.is_url(path) for path in paths)
+    if urls == len(paths):
+        return remote.relative_names(paths)
+    if urls:
+        raise InvalidParameterError("expected either URLs or local paths in the list, not both")
     absolute = [os.path.abspath(path) for path in paths]
     common = os.path.commonpath([os.path.dirname(path) for path in absolute])
     return [os.path.relpath(path, common) for path in absolute]
@@ -125,7 +151,7 @@ def plan(
         stem, extension = os.path.splitext(relative)
         if output_format is not None:
             extension = FORMAT_EXTENSIONS[output_format]
-        dest = os.path.join(out_dir, stem + suffix + extension)
+        dest = join(out_dir, stem + suffix + extension)
         key = _key(dest)
         if key in seen:
             raise InvalidParameterError(
@@ -137,6 +163,13 @@ def plan(
     # IN_DIR or equal to it with a suffix) is not an input.
     owner = {_key(task.dest): task for task in tasks}
     return [task for task in tasks if owner.get(_key(task.source), task) is task]
+
+
+def join(folder: str, relative: str) -> str:
+    """``relative`` below ``folder``, a local folder or a URL."""
+    return (
+        remote.join(folder, relative) if remote.is_url(folder) else os.path.join(folder, relative)
+    )
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -186,7 +219,7 @@ def _selected(
 
 
 def _key(path: str) -> str:
-    return os.path.normcase(os.path.abspath(path))
+    return path if remote.is_url(path) else os.path.normcase(os.path.abspath(path))
 
 
 def _raise(error: OSError) -> None:

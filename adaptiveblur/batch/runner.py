@@ -21,6 +21,7 @@ from adaptiveblur.batch.plan import Task
 from adaptiveblur.batch.workers import run_tasks
 from adaptiveblur.engine import Route
 from adaptiveblur.errors import AdaptiveBlurError, InvalidParameterError, OutputImageError
+from adaptiveblur.io import remote
 from adaptiveblur.io.atomic import stale_temporaries
 from adaptiveblur.native import library
 from adaptiveblur.run import DeviceTokens, FileBlur, same_file
@@ -197,10 +198,14 @@ class BatchJob:
             started = time.perf_counter()
             size = _file_size(task.source)
             stale.remove(task.dest)
-            if not overwrite and os.path.lexists(task.dest) and not _as_planned(task.dest, redo):
-                return Outcome(task, "skipped", 0.0, None, size)
             device = None
             try:
+                if (
+                    not overwrite
+                    and remote.output_exists(task.dest)
+                    and not _as_planned(task.dest, redo)
+                ):
+                    return Outcome(task, "skipped", 0.0, None, size)
                 if same_file(task.source, task.dest):
                     raise OutputImageError(f"refusing to overwrite the input {task.source!r}")
                 if same_file(map_path, task.dest):
@@ -241,6 +246,8 @@ def preview_path(out_dir: str, preview_dir: str, dest: str) -> str:
 
 def _as_planned(dest: str, redo: frozenset[tuple[str, int, int]]) -> bool:
     """Whether ``dest`` is still the file the plan chose to redo (same size and mtime)."""
+    if remote.is_url(dest):
+        return False
     try:
         status = os.stat(dest)
     except OSError:
@@ -259,7 +266,9 @@ class _StaleTemporaries:
         self._by_folder: dict[str, dict[str, list[str]]] = {}
 
     def remove(self, dest: str) -> None:
-        """Remove those left beside ``dest``."""
+        """Remove those left beside ``dest`` (a local one: a store is not listed for them)."""
+        if remote.is_url(dest):
+            return
         folder, name = os.path.split(os.path.abspath(dest))
         with self._lock:
             if folder not in self._by_folder:
@@ -271,6 +280,8 @@ class _StaleTemporaries:
 
 
 def _file_size(path: str) -> int:
+    if remote.is_url(path):  # not asked of a store: one more request per file
+        return 0
     try:
         return os.path.getsize(path)
     except OSError:

@@ -32,6 +32,7 @@ from adaptiveblur.errors import (
     AdaptiveBlurError,
     os_reason,
 )
+from adaptiveblur.io.remote import is_url
 
 try:  # typer >= 0.22 carries its own copy of click
     from typer import TyperException as _CommandLineError
@@ -112,7 +113,9 @@ def _main_options(
 @with_common_options
 def run(
     paths: list[str] = typer.Argument(
-        ..., metavar="IN OUT | IN... -o DIR", help="Input and output images (- for stdin/stdout)."
+        ...,
+        metavar="IN OUT | IN... -o DIR",
+        help="Input and output images (- for stdin/stdout; or URLs such as s3://bucket/a.jpg).",
     ),
     output_dir: str | None = typer.Option(
         None, "--output-dir", "-o", help="Blur every IN into this folder (like batch)."
@@ -169,7 +172,7 @@ def batch(
     paths: list[str] = typer.Argument(
         ...,
         metavar="IN_DIR OUT_DIR | --from-list FILE OUT_DIR",
-        help="Input folder and output folder.",
+        help="Input folder and output folder (or URLs such as s3://bucket/photos/).",
     ),
     from_list: str | None = typer.Option(
         None,
@@ -279,10 +282,14 @@ def _blur_files(common: CommonOptions, overwrite: bool, out_dir: str, **batch: o
         notice(f"redid {_outputs(summary.redone)} made with other settings")
     if summary.unrecorded:
         one = summary.unrecorded == 1
+        why = (
+            "a URL OUT_DIR keeps no manifest"
+            if is_url(out_dir)
+            else "made by an older version or another program, or changed since"
+        )
         notice(
             f"kept {_outputs(summary.unrecorded)} with no record of {'its' if one else 'their'} "
-            "settings (made by an older version or another program, or changed since); "
-            f"--overwrite redoes {'it' if one else 'them'}"
+            f"settings ({why}); --overwrite redoes {'it' if one else 'them'}"
         )
     failed = summary.count("failed")
     if not common.quiet:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 _WHY = {
     "same settings": "exists, made with these settings",
     "no record": "exists, no record of its settings; --overwrite redoes it",
+    "exists": "exists, a URL OUT_DIR keeps no record of settings; --overwrite redoes it",
     "settings changed": "made with other settings",
     "overwrite": "exists, --overwrite",
 }
@@ -29,7 +30,7 @@ def show_plan(decisions: Sequence[Decision]) -> None:
         line = f"{decision.action:<6} {decision.task.source} -> {decision.task.dest}"
         _write_line(f"{line}  ({why})" if why else line)
     counts = Counter(decision.action for decision in decisions)
-    unrecorded = sum(decision.reason == "no record" for decision in decisions)
+    unrecorded = sum(decision.reason in ("no record", "exists") for decision in decisions)
     listed = f"{counts['do']} to do, {counts['redo']} to redo, {counts['skip']} to skip"
     if unrecorded:
         listed += f" ({unrecorded} with no record of their settings)"

@@ -4,7 +4,8 @@ The names most callers need are here; each lives in the module of its one job:
 :mod:`~adaptiveblur.io.image` (the decoded image, float <-> samples),
 :mod:`~adaptiveblur.io.decode`, :mod:`~adaptiveblur.io.exif`,
 :mod:`~adaptiveblur.io.formats`, :mod:`~adaptiveblur.io.encode`,
-:mod:`~adaptiveblur.io.atomic` and :mod:`~adaptiveblur.io.png`. No torch here.
+:mod:`~adaptiveblur.io.atomic`, :mod:`~adaptiveblur.io.png` and
+:mod:`~adaptiveblur.io.remote` (URLs, through fsspec). No torch here.
 """
 
 from __future__ import annotations

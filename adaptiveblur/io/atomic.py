@@ -3,7 +3,8 @@
 A file is encoded into a temporary beside it (``.<name>.<random hex>.tmp``), synced and
 renamed onto it only once complete, so on any failure (Ctrl-C included) the target is
 untouched and no temporary is left; a killed process may leave one, which
-:func:`stale_temporaries` finds. A stream only receives fully encoded bytes.
+:func:`stale_temporaries` finds. A stream only receives fully encoded bytes, and so does a
+URL (``s3://...``: :func:`adaptiveblur.io.remote.write_bytes` says how a store gets them).
 
 An existing destination that is not a regular file (a device such as ``/dev/null``, a
 FIFO) is written in place, never renamed over: that would replace the device by a file.
@@ -32,6 +33,7 @@ from adaptiveblur.errors import (
     OutputImageError,
     os_reason,
 )
+from adaptiveblur.io import remote
 from adaptiveblur.io.image import STDIO
 
 STDOUT_NAME = "<stdout>"  # how messages name standard output
@@ -129,12 +131,18 @@ def write_file_atomically(path: str, encode: Callable[[BinaryIO], None], overwri
     """Encode into a temporary file beside ``path``, fsync it and rename it onto ``path``.
 
     An existing ``path`` that is neither a regular file nor a folder (``/dev/null``,
-    ``/dev/stdout``, a FIFO) is written in place by :func:`_write_in_place`.
+    ``/dev/stdout``, a FIFO) is written in place by :func:`_write_in_place`. A URL is
+    encoded into memory and handed to :func:`adaptiveblur.io.remote.write_bytes`.
 
     Raises:
         BrokenPipeOutputError: ``path`` is a FIFO whose reader has gone.
         OutputImageError: ``path`` cannot be written (the reason is in the message).
     """
+    if remote.is_url(path):
+        buffer = io.BytesIO()
+        _run_encoder(encode, buffer, path)
+        remote.write_bytes(path, buffer.getvalue(), overwrite)
+        return
     mode = _existing_mode(path)
     if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         if not overwrite:

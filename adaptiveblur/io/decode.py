@@ -8,7 +8,8 @@ header, before anything is decoded.
 
 Only regular files are opened by path: opening a named pipe waits for a writer, a
 device may never end, so anything else is refused after an ``os.stat`` (which never
-blocks). Standard input (``"-"``) and file objects are read as streams.
+blocks). Standard input (``"-"``) and file objects are read as streams, and a URL
+(``s3://...``, :mod:`adaptiveblur.io.remote`) as the object's bytes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from adaptiveblur.errors import InputImageError, InvalidParameterError, os_reason
-from adaptiveblur.io import png
+from adaptiveblur.io import png, remote
 from adaptiveblur.io.exif import apply_orientation, clean_exif, exif_orientation, pillow_orientation
 from adaptiveblur.io.image import FLOAT_DEPTH, MAX_VALUE, STDIO, Image, to_float
 
@@ -49,8 +50,9 @@ def load_image(
     """Decode an image file into float pixels (or its integer samples).
 
     Args:
-        source: a path, ``"-"`` for standard input, or a binary file object (read from its
-            current position to the end).
+        source: a path, a URL (``s3://bucket/a.jpg``: any fsspec protocol), ``"-"`` for
+            standard input, or a binary file object (read from its current position to
+            the end).
         max_pixels: refuse images with more pixels than this, checked from the header before
             anything is decoded; ``None`` or 0 means no limit.
         integers: keep the samples as stored (uint8, or uint16 for 16-bit images) in an
@@ -82,8 +84,10 @@ def load_image(
 
 
 def image_size(path: str) -> tuple[int, int] | None:
-    """``(width, height)`` of the image file at ``path`` from its header, or ``None``
-    when it cannot be read (the error comes when the file is loaded)."""
+    """``(width, height)`` of the image file (or URL) at ``path`` from its header, or
+    ``None`` when it cannot be read (the error comes when the file is loaded)."""
+    if remote.is_url(path):
+        return _remote_image_size(path)
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
@@ -93,6 +97,21 @@ def image_size(path: str) -> tuple[int, int] | None:
         warnings.simplefilter("ignore")
         try:
             with _pillow_limit_lifted(), PILImage.open(path) as picture:
+                return picture.size
+        except Exception:  # noqa: BLE001 - any failure is reported by load_image later
+            return None
+
+
+def _remote_image_size(url: str) -> tuple[int, int] | None:
+    """:func:`image_size` of a URL: the header alone is fetched."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with (
+                remote.open_header(url) as handle,
+                _pillow_limit_lifted(),
+                PILImage.open(handle) as picture,
+            ):
                 return picture.size
         except Exception:  # noqa: BLE001 - any failure is reported by load_image later
             return None
@@ -133,8 +152,11 @@ def regular_file_problem(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` is not a regular file to read ("not a regular file", "it is a
     directory", "no such file", "a link to a missing file"), or ``None`` when it is one.
 
-    Only ``os.stat`` is used, which never blocks.
+    Only ``os.stat`` is used, which never blocks. A URL is not asked (a store holds no
+    pipes or devices): ``None``, and reading it says what is wrong.
     """
+    if remote.is_url(path):
+        return None
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
@@ -187,6 +209,9 @@ def _input_stream(source: str | os.PathLike[str] | BinaryIO, name: str) -> Itera
     if not isinstance(source, (str, os.PathLike)):
         # Pillow seeks to 0 itself, so a caller's stream is copied from where it stands.
         yield io.BytesIO(_read(source, name))
+        return
+    if remote.is_url(source):
+        yield io.BytesIO(remote.read_bytes(source))
         return
     with open_regular_file(source, name) as handle:
         yield handle

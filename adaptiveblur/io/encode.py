@@ -47,7 +47,8 @@ def save_image(
 
     Args:
         image: the image to write.
-        dest: a path, ``"-"`` for stdout, or a binary file object.
+        dest: a path, a URL (``s3://bucket/out.png``: any fsspec protocol, see
+            :mod:`adaptiveblur.io.remote`), ``"-"`` for stdout, or a binary file object.
         format: a format name or alias; ``None`` to infer it from ``dest``'s extension
             (required for stdout and for streams without a name).
         quality: 1-100, for JPEG and WebP (100 means lossless WebP).
