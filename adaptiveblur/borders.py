@@ -55,8 +55,22 @@ def read_window(image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, mode: s
     """Rows ``[y0, y1)`` and columns ``[x0, x1)`` of ``image (..., H, W)``, borders filled by ``mode``.
 
     The bounds may lie outside the image by any amount. Only the requested
-    rectangle is materialised, never a padded copy of the whole image.
+    rectangle is materialised, never a padded copy of the whole image. Under autograd
+    the backward pass folds the window's gradient back onto the image as a fixed
+    sequence of slice additions (no atomics), so two backward passes give the same bits
+    on every device.
     """
+    import torch
+
+    # Under torch.compile the plain reads are traced (the compiler derives their backward).
+    if torch.is_grad_enabled() and image.requires_grad and not torch.compiler.is_compiling():
+        return _window_function().apply(image, y0, y1, x0, x1, mode)
+    return _read_window(image, y0, y1, x0, x1, mode)
+
+
+def _read_window(
+    image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, mode: str
+) -> torch.Tensor:
     import torch
 
     height, width = image.shape[-2:]
@@ -79,3 +93,85 @@ def read_window(image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, mode: s
     if row_ok is not None and col_ok is not None:
         window = window * (row_ok[:, None] & col_ok[None, :]).to(window.dtype)
     return window
+
+
+def source_runs(start: int, stop: int, size: int, mode: str) -> list[tuple[int, int, int, int]]:
+    """Positions ``[start, stop)`` of one axis as runs ``(first, count, source, step)``.
+
+    Window positions ``first .. first + count - 1`` (counted from ``start``) read source
+    positions ``source, source + step, ...``; ``step`` is 1, -1 (a mirrored stretch) or 0
+    (an edge pixel repeated). Positions that read zeros (``constant``) are in no run, and
+    within a run no source position repeats unless ``step`` is 0. The runs are found
+    stretch by stretch (a handful for a halo narrower than the image), not position by
+    position.
+    """
+    runs: list[tuple[int, int, int, int]] = []
+    position = start
+    while position < stop:
+        if mode == "reflect" and size > 1:
+            period = 2 * (size - 1)
+            folded = position % period
+            if folded < size - 1:  # rising: sources folded .. size - 1
+                source, step, count = folded, 1, size - folded
+            else:  # falling: sources period - folded .. 0
+                source, step, count = period - folded, -1, period - folded + 1
+        elif mode == "reflect" or position >= size:  # a one-pixel axis, or past the end
+            source, step, count = min(size - 1, max(position, 0)), 0, stop - position
+        elif position < 0:
+            source, step, count = 0, 0, -position
+        else:
+            source, step, count = position, 1, size - position
+        count = min(count, stop - position)
+        if not (mode == "constant" and step == 0):
+            runs.append((position - start, count, source, step))
+        position += count
+    return runs
+
+
+def fold_window(
+    grad: torch.Tensor, runs: list[tuple[int, int, int, int]], size: int, dim: int
+) -> torch.Tensor:
+    """The gradient of one axis of a window read by ``runs``, summed onto ``size`` positions."""
+    import torch
+
+    shape = list(grad.shape)
+    shape[dim] = size
+    folded = torch.zeros(shape, dtype=grad.dtype, device=grad.device)
+    for first, count, source, step in runs:
+        part = grad.narrow(dim, first, count)
+        if step == 0:
+            folded.narrow(dim, source, 1).add_(part.sum(dim, keepdim=True))
+        elif step == 1:
+            folded.narrow(dim, source, count).add_(part)
+        else:
+            folded.narrow(dim, source - count + 1, count).add_(part.flip(dim))
+    return folded
+
+
+_WINDOW_FUNCTION = None
+
+
+def _window_function():  # noqa: ANN202 - an autograd Function, made when torch is first needed
+    global _WINDOW_FUNCTION
+    if _WINDOW_FUNCTION is None:
+        import torch
+
+        class ReadWindow(torch.autograd.Function):
+            """:func:`read_window` with a deterministic backward pass."""
+
+            @staticmethod
+            def forward(ctx, image, y0, y1, x0, x1, mode):  # noqa: ANN001, ANN205
+                height, width = image.shape[-2:]
+                ctx.rows = source_runs(y0, y1, height, mode)
+                ctx.cols = source_runs(x0, x1, width, mode)
+                ctx.size = (height, width)
+                return _read_window(image, y0, y1, x0, x1, mode)
+
+            @staticmethod
+            def backward(ctx, grad):  # noqa: ANN001, ANN205
+                height, width = ctx.size
+                grad = fold_window(grad, ctx.cols, width, -1)
+                return fold_window(grad, ctx.rows, height, -2), None, None, None, None, None
+
+        _WINDOW_FUNCTION = ReadWindow
+    return _WINDOW_FUNCTION

@@ -6,11 +6,14 @@ with a fixed random ``g``) of seeded random float32 inputs, for each case
 fold of the forum answers, and ``torchvision.ops.deform_conv2d`` with zero offsets and
 ``mask=`` (the same arithmetic) when torchvision is installed. Medians of ``--repeat``
 runs after one warm-up; on CUDA also the peak memory each adds (``max_memory_allocated``
-beyond the inputs). Unfold and deform_conv2d rows are skipped above ``--peer-max-bytes``
-of windows (``B C K² N²`` floats).
+beyond the inputs, the leaves' clones included). Unfold and deform_conv2d rows are
+skipped above ``--peer-max-bytes`` of windows (``B C K² N²`` floats; the k 25 case has
+7.9 GB of them). On CUDA adaptiveblur's row runs the fused Triton kernels
+(``adaptiveblur/ops/triton_conv.py``).
 
     python benchmarks/bench_conv.py                                  # CPU, the three cases
     python benchmarks/bench_conv.py --device cuda
+    python benchmarks/bench_conv.py --device cuda --peer-max-bytes 2e10   # peers at k 25 too
 
 Prints one table on stdout; progress goes to stderr.
 """

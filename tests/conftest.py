@@ -3,13 +3,19 @@ replays one), a working folder, and --runslow."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from adaptiveblur.ops.registry import BACKENDS
+# Without CUDA the Triton kernels run under Triton's interpreter. Set before any module
+# decorates a kernel (torch.compile imports triton, and the ops import theirs when loaded).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from adaptiveblur.ops.registry import BACKENDS  # noqa: E402
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,6 +48,14 @@ def device(request: pytest.FixtureRequest) -> str:
     if request.param == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
     return str(request.param)
+
+
+@pytest.fixture
+def cuda() -> torch.device:
+    """The CUDA device (the test is skipped where there is none)."""
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    return torch.device("cuda")
 
 
 @pytest.fixture

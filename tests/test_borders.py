@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaptiveblur.borders import border_index, read_window
+from adaptiveblur.borders import border_index, read_window, source_runs
 from tests.oracle import NUMPY_PAD
 
 
@@ -41,3 +41,47 @@ def test_constant_marks_the_positions_outside():
     assert valid is not None
     assert valid.tolist() == [False, False, True, True, True, False, False]
     assert source.tolist() == [0, 0, 0, 1, 2, 2, 2]
+
+
+@pytest.mark.parametrize("border", ["reflect", "replicate", "constant"])
+def test_source_runs_read_what_border_index_maps(rng, border):
+    for _ in range(200):
+        size = int(rng.integers(1, 12))
+        start = int(rng.integers(-4 * size - 3, size + 3))
+        stop = start + int(rng.integers(1, 9 * size + 6))
+        source, valid = border_index(torch.arange(start, stop), size, border)
+        expected = {
+            offset: int(source[offset])
+            for offset in range(stop - start)
+            if valid is None or bool(valid[offset])
+        }
+        read: dict[int, int] = {}
+        for first, count, origin, step in source_runs(start, stop, size, border):
+            assert step in (-1, 0, 1) and count >= 1
+            for k in range(count):
+                assert first + k not in read  # every position in at most one run
+                read[first + k] = origin + k * step
+        assert read == expected
+
+
+@pytest.mark.parametrize("border", ["reflect", "replicate", "constant"])
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (2, 2), (7, 13)])
+def test_read_window_gradient_is_the_sum_over_the_positions_read(rng, border, height, width):
+    # Against an independent fold: every window position adds its gradient to the pixel it
+    # read, one by one, in float64.
+    image = torch.from_numpy(rng.random((2, height, width))).requires_grad_()
+    reach = 2 * max(height, width) + 1
+    y0, x0 = (int(v) for v in rng.integers(-reach, 1, 2))
+    y1, x1 = height + int(rng.integers(0, reach)), width + int(rng.integers(0, reach))
+    grad = torch.from_numpy(rng.standard_normal((2, y1 - y0, x1 - x0)))
+    (got,) = torch.autograd.grad(read_window(image, y0, y1, x0, x1, border), image, grad)
+    rows, row_ok = border_index(torch.arange(y0, y1), height, border)
+    cols, col_ok = border_index(torch.arange(x0, x1), width, border)
+    expected = np.zeros((2, height, width))
+    for i, y in enumerate(rows.tolist()):
+        for j, x in enumerate(cols.tolist()):
+            if (row_ok is None or bool(row_ok[i])) and (col_ok is None or bool(col_ok[j])):
+                expected[:, y, x] += grad[:, i, j].numpy()
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-12, rtol=0)
+    (again,) = torch.autograd.grad(read_window(image, y0, y1, x0, x1, border), image, grad)
+    assert torch.equal(got, again)

@@ -160,19 +160,20 @@ def test_strided_sigma(rng):
 # --- on any machine with triton --------------------------------------------------------------
 
 
-def test_float64_and_autograd_go_to_the_reference(monkeypatch):
-    # triton declares float32 and no autograd: the registry hands the rest to the reference.
+def test_float64_and_autograd_stay_on_triton(monkeypatch):
+    # triton declares float32, float64 and autograd (ops.triton_grad): nothing leaves it.
     monkeypatch.setattr(triton_backend, "available", lambda device: None)  # as on a GPU
     cuda = torch.device("cuda")
     assert choose_backend("exact", "triton", cuda).backend.name == "triton"
     assert choose_backend("exact", None, cuda).backend.graph_safe
     for options in ({"dtype": torch.float64}, {"needs_grad": True}):
-        assert choose_backend("exact", "triton", cuda, **options).backend.name == "reference"
-        assert choose_backend("exact", None, cuda, **options).backend.name == "reference"
-    with pytest.raises(ValueError, match="float32"):
-        padded = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+        assert choose_backend("exact", "triton", cuda, **options).backend.name == "triton"
+        assert choose_backend("exact", None, cuda, **options).backend.name == "triton"
+    with pytest.raises(ValueError, match="expected float32"):
+        padded = torch.zeros(1, 1, 4, 4, dtype=torch.float16)
         radius = torch.ones(1, 1, 2, 2, dtype=torch.int64)
-        triton_backend.blur_tile(TileInput(padded, torch.ones(1, 1, 2, 2), radius, 1))
+        sigma = torch.ones(1, 1, 2, 2, dtype=torch.float16)
+        triton_backend.blur_tile(TileInput(padded, sigma, radius, 1))
 
 
 def test_bytes_per_pixel_is_small_and_window_free():
@@ -216,13 +217,6 @@ def test_bad_arguments_raise(padded, sigma, radius, message):
 
 
 # --- CUDA -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cuda() -> torch.device:
-    if not torch.cuda.is_available():
-        pytest.skip("CUDA is not available")
-    return torch.device("cuda")
 
 
 def reference_on(image: torch.Tensor, sigma: torch.Tensor, border: str = "reflect") -> torch.Tensor:

@@ -7,9 +7,12 @@
   whole, ``(B, C_out, C_in, k, k, H, W)``, or factored as a shared learnable ``weight
   (C_out, C_in, k, k)`` modulated per location by a known ``modulation (B, k*k, H, W)``.
 
-Both work tile by tile with halos, so memory is bounded by ``max_memory``; under autograd
-each tile is checkpointed and recomputed in the backward pass, so no ``k^2``-sized
-activation is kept for the whole image in either pass.
+Both keep memory bounded: no ``k^2``-sized activation is kept for the whole image in either
+pass. The factored convolution is :mod:`adaptiveblur.ops.shifted_conv`'s op on the CPU and,
+through fused Triton kernels (:mod:`adaptiveblur.ops.triton_conv`), on CUDA (inputs those
+kernels refuse, such as mixed dtypes, take the op's torch loops). Per-location kernels on
+CUDA, and the factored form on a device where Triton cannot run, go tile by tile with halos
+under ``max_memory``, each tile checkpointed and recomputed in the backward pass.
 
 Example:
     >>> x = torch.rand(1, 3, 16, 16, dtype=torch.float64, requires_grad=True)
@@ -66,7 +69,8 @@ def spatially_varying_conv2d(
         modulation: ``(B, k*k, H, W)`` with the shared weight, else ``None``.
         bias: ``(C_out,)`` or ``None``.
         padding_mode: ``"zeros"``, ``"reflect"`` or ``"replicate"``.
-        max_memory: bytes of temporaries per step (default 1 GiB).
+        max_memory: bytes of temporaries per step (default 1 GiB); the fused CUDA kernels of
+            the factored form keep none and ignore it.
 
     Returns:
         ``(B, C_out, H, W)``.
@@ -92,9 +96,11 @@ def spatially_varying_conv2d(
     budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
     side = tile_side(per_pixel, budget, height, width)
 
-    if x.device.type == "cpu":
-        # One pass per window offset over views of the padded input, with a backward pass
-        # of its own (see adaptiveblur.ops.shifted_conv): no k^2-sized windows at all.
+    if x.device.type == "cpu" or (not per_location and _fused_kernels_run_on(x.device)):
+        # On the CPU one pass per window offset over views of the padded input, with a
+        # backward pass of its own; on CUDA the same op runs fused Triton kernels (see
+        # adaptiveblur.ops.shifted_conv and adaptiveblur.ops.triton_conv): no k^2-sized
+        # windows at all, and max_memory is not needed.
         r = size // 2
         padded = read_window(x, -r, height + r, -r, width + r, PADDING_MODES[padding_mode])
         output = shifted_conv(padded, weight, modulation, size, budget)
@@ -120,6 +126,14 @@ def spatially_varying_conv2d(
     if bias is not None:
         output = output + bias.view(1, -1, 1, 1)
     return output
+
+
+@torch.compiler.assume_constant_result  # a fact about the device: torch.compile folds it
+def _fused_kernels_run_on(device: torch.device) -> bool:
+    """Whether the Triton kernels of the factored form run on ``device`` (a CUDA device)."""
+    from adaptiveblur.ops import triton_conv
+
+    return triton_conv.available(device) is None
 
 
 def _conv_one_tile(

@@ -68,8 +68,9 @@ def adaptive_blur(
         backend: force one implementation by name (see ``registry.BACKEND_NAMES``);
             default: the fastest available for the method, device and dtype. When
             gradients are needed (the image or sigma requires grad), a differentiable
-            backend runs (on the CPU the native one, whose backward pass is native too; else
-            the reference), checkpointed per tile so the backward pass is tiled too.
+            backend runs: the fused one of the device (native on the CPU, Triton on CUDA),
+            whose backward pass is fused too and keeps only each tile's input, else the
+            reference, checkpointed per tile so its backward pass is tiled too.
         max_memory: bytes the temporaries may take at once (default 1 GiB). Tiles
             and window chunks are sized to fit, for any image size and sigma.
         progress: called as ``progress(tiles_done, tiles_total)`` after each tile.
@@ -117,10 +118,12 @@ def adaptive_blur(
         raise InvalidParameterError(f"expected sigma_bound >= 0, got {sigma_bound!r}")
     target = resolve_device(device, fallback=image.device)
     compute_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
-    # With autograd, each tile is checkpointed: the backward pass recomputes one tile at a
-    # time, so no K^2-sized activation is ever kept for the whole image.
     differentiable = torch.is_grad_enabled() and (image.requires_grad or sigma_map.requires_grad)
     chosen = choose_backend(method, backend, target, dtype=compute_dtype, needs_grad=differentiable)
+    # A fused backend's backward pass keeps only the tile's input, sigma and radius. Any
+    # other is checkpointed per tile: the backward pass recomputes one tile at a time, so
+    # no K^2-sized activation is ever kept for the whole image.
+    checkpointed = differentiable and not chosen.backend.fused
 
     source = batched.to(device=target, dtype=compute_dtype)
     sigma_map = sigma_map.to(device=target, dtype=compute_dtype)
@@ -147,7 +150,7 @@ def adaptive_blur(
     output = torch.empty_like(source) if len(tiles) > 1 else source
     for done, tile in enumerate(tiles, start=1):
         arguments = (source, sigma_map, tile, truncate, border, chosen.blur_tile, budget, halo)
-        if differentiable:
+        if checkpointed:
             blurred = checkpoint(_blur_one_tile, *arguments, use_reentrant=False)
         else:
             blurred = _blur_one_tile(*arguments)

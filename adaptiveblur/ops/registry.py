@@ -78,9 +78,9 @@ BACKENDS = (
         "exact",
         frozenset({"cuda"}),
         "adaptiveblur.ops.triton",
-        dtypes=frozenset({"float32"}),
         graph_safe=True,
         fused=True,
+        differentiable=True,
     ),
     Backend(
         "native",

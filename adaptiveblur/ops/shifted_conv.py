@@ -63,6 +63,11 @@ def _conv_op(
     size: int,
     max_memory: int,
 ) -> torch.Tensor:
+    if padded.is_cuda:  # the factored form on CUDA: fused Triton kernels where they run
+        from adaptiveblur.ops import triton_conv
+
+        if triton_conv.handles(padded, weight, modulation):
+            return triton_conv.conv_forward(padded, weight, modulation, size)
     return _forward(padded, weight, modulation, size, max_memory)
 
 
@@ -91,6 +96,23 @@ def _conv_backward_op(
 ) -> list[torch.Tensor]:
     """The gradients to ``padded``, ``weight`` and ``modulation``; an empty tensor for one
     not ``wanted`` (or no modulation)."""
+    want_x, want_weight = wanted[0], wanted[1]
+    want_modulation = wanted[2] and modulation is not None
+    if padded.is_cuda:  # the factored form on CUDA: fused Triton kernels where they run
+        from adaptiveblur.ops import triton_conv
+
+        if triton_conv.handles(padded, weight, modulation):
+            grads = triton_conv.conv_backward(
+                grad_out,
+                padded,
+                weight,
+                modulation,
+                size,
+                want_x=want_x,
+                want_weight=want_weight,
+                want_modulation=want_modulation,
+            )
+            return [padded.new_empty(0) if grad is None else grad for grad in grads]
     grads = _backward(
         grad_out.contiguous(),
         padded,
@@ -98,9 +120,9 @@ def _conv_backward_op(
         modulation,
         size,
         max_memory,
-        want_x=wanted[0],
-        want_weight=wanted[1],
-        want_modulation=wanted[2] and modulation is not None,
+        want_x=want_x,
+        want_weight=want_weight,
+        want_modulation=want_modulation,
     )
     return [padded.new_empty(0) if grad is None else grad for grad in grads]
 

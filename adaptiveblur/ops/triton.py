@@ -27,7 +27,9 @@ How the kernel is laid out, and why:
   zero-margined buffer whose rows are a multiple of 16 floats and whose first output
   column sits on a 16-byte boundary (one extra pass over the tile).
 
-float32 only (the registry sends float64 tiles to the reference backend). Design
+This kernel is float32 only. Under autograd, and for float64 tiles,
+:mod:`adaptiveblur.ops.triton_grad` takes over: the same forward pass (a plain gather for
+float64) and a backward pass of two gather kernels. Design
 notes and timings: ``docs/fast_method.md`` (section "The fused Triton kernel").
 """
 
@@ -104,21 +106,31 @@ def bytes_per_pixel(batch: int, channels: int, window: int, element: int) -> int
     """Memory per output pixel, independent of the window.
 
     The engine's padded tile, this backend's aligned copy of it and the output tile
-    (``channels`` values each), plus the tile's sigma and int64 radius.
+    (``channels`` values each), plus the tile's sigma and int64 radius; under autograd
+    also the backward pass's gradients to the tile and to sigma, ``G / S^2`` and two
+    coefficient planes (``2 * channels + 3`` values).
     """
-    del window  # the kernel keeps no per-window temporaries
-    return batch * (3 * channels * element + element + 8)
+    del window  # the kernels keep no per-window temporaries
+    return batch * ((5 * channels + 4) * element + 8)
 
 
 def blur_tile(tile: TileInput) -> torch.Tensor:
-    """Blur one float32 CUDA tile (``tile.budget`` is unused: no temporaries beyond a copy).
+    """Blur one float32 or float64 CUDA tile (``tile.budget`` is unused: no temporaries
+    beyond a copy); differentiable in ``tile.padded`` and ``tile.sigma``.
 
     Returns:
-        ``(B, C, h, w)`` float32 blurred tile.
+        ``(B, C, h, w)`` blurred tile in the tile's dtype.
 
     Raises:
         ValueError: dtypes, devices or a non-contiguous ``padded`` that do not fit.
     """
+    if tile.padded.dtype == torch.float64 or (
+        torch.is_grad_enabled() and (tile.padded.requires_grad or tile.sigma.requires_grad)
+    ):
+        from adaptiveblur.ops import triton_grad
+
+        _check(tile, dtypes=(torch.float32, torch.float64))
+        return triton_grad.blur_tile(tile)
     return gather_blur(tile)
 
 
@@ -217,13 +229,14 @@ def _launch_groups(
         )
 
 
-def _check(tile: TileInput) -> None:
+def _check(tile: TileInput, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> None:
     """What this kernel needs beyond the tile contract (whose shapes are already checked)."""
     if _IMPORT_ERROR is not None:
         raise RuntimeError(_IMPORT_ERROR)
     padded, sigma, radius = tile.padded, tile.sigma, tile.radius
-    if padded.dtype != torch.float32 or sigma.dtype != torch.float32:
-        raise ValueError(f"expected float32 padded and sigma, got {padded.dtype} and {sigma.dtype}")
+    if padded.dtype not in dtypes or sigma.dtype != padded.dtype:
+        names = " or ".join(str(dtype).removeprefix("torch.") for dtype in dtypes)
+        raise ValueError(f"expected {names} padded and sigma, got {padded.dtype} and {sigma.dtype}")
     if not padded.is_contiguous():
         raise ValueError("expected a contiguous padded tile")
     devices = {padded.device, sigma.device, radius.device}
