@@ -141,13 +141,15 @@ class FileBlur:
         replayers: Mapping[str, Replayer] | None = None,
         make_folder: bool = False,
         preview: str | None = None,
+        replace: bool = True,
     ) -> str:
         """Read ``source``, blur it on one of ``devices``, write ``dest``; returns the device used.
 
         ``replayers`` (by device) replay the blur of repeated shapes; ``make_folder``
         creates ``dest``'s folder (and ``preview``'s) when it is missing (only once the
         result is ready); ``preview`` also writes the picture of
-        :func:`adaptiveblur.preview.preview_image` there.
+        :func:`adaptiveblur.preview.preview_image` there. Without ``replace``, a ``dest``
+        that exists when the result is written is left alone (an OutputImageError).
 
         Only a regular file is read: anything else (a pipe, a socket, a device, a link to
         nothing) fails with the reason and is never opened, so it cannot hold the batch up.
@@ -166,6 +168,7 @@ class FileBlur:
             replayers=replayers,
             make_folder=make_folder,
             preview=preview,
+            replace=replace,
         )
 
     def write(
@@ -180,9 +183,10 @@ class FileBlur:
         save_sigma: str | None = None,
         make_folder: bool = False,
         preview: str | None = None,
+        replace: bool = True,
     ) -> str:
         """Blur a loaded ``image`` by ``route`` on one of ``devices``, write ``dest``; returns
-        the device used.
+        the device used (``replace``: as in :meth:`blur`).
 
         The device is held for the blur alone: encoding and writing overlap the next
         file's blur. ``save_sigma`` also writes the sigma map as a gray image, and
@@ -221,7 +225,7 @@ class FileBlur:
             picture = preview_image(image, sigma, result, self.settings.max_sigma)
             io.save_image(picture, preview, quality=self.options.quality)
         try:
-            io.save_image(result, dest, format=fmt, quality=self.options.quality)
+            io.save_image(result, dest, format=fmt, quality=self.options.quality, overwrite=replace)
         except BaseException:
             if remote.is_url(preview):
                 remote.remove(preview)

@@ -37,6 +37,7 @@ from tests.helpers import (
     run_subprocess,
     snapshot,
     subprocess_env,
+    temporaries,
 )
 from tests.test_batch import make_image, summary_of
 
@@ -665,3 +666,38 @@ def test_a_file_put_in_place_of_a_stale_output_after_planning_is_kept(capsys, wo
     )  # fmt: skip
     assert target.read_bytes() == foreign
     assert summary.redone == len(photos) - 1
+
+
+def test_an_output_that_appears_while_its_file_is_blurred_is_kept(
+    capsys, work, photos, monkeypatch
+):
+    """Without --overwrite nothing replaces a file that is there when the result is written
+    (another shard or tool made it meanwhile): it is kept and the file counted skipped."""
+    from adaptiveblur.batch import blur_files
+    from adaptiveblur.run import FileBlur
+
+    foreign = b"made by someone else" * 10
+    target = work / "out" / "a.png"
+    blur_loaded = FileBlur.blur_loaded
+
+    def meanwhile(self, image, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        done = blur_loaded(self, image, *args, **kwargs)
+        if image.pixels.shape[:2] == abio.load_image(str(work / "in" / "a.png")).pixels.shape[:2]:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                target.write_bytes(foreign)
+        return done
+
+    monkeypatch.setattr(FileBlur, "blur_loaded", meanwhile)
+    settings = BlurSettings(max_sigma=2.0)
+    summary = blur_files("out", settings, FileOptions(), in_dir="in", recursive=True, jobs=1)
+    assert target.read_bytes() == foreign
+    assert summary.count("failed") == 0
+    assert summary.count("skipped") >= 1
+    assert summary.count("done") + summary.count("skipped") == len(photos)
+    assert not temporaries(work / "out")
+    summary = blur_files(
+        "out", settings, FileOptions(overwrite=True), in_dir="in", recursive=True, jobs=1
+    )
+    assert target.read_bytes() != foreign  # --overwrite replaces it
+    assert summary.count("done") == len(photos)

@@ -199,12 +199,11 @@ class BatchJob:
             size = _file_size(task.source)
             stale.remove(task.dest)
             device = None
+            # Only --overwrite or the plan's redo replaces an output: one that appears while
+            # this file is blurred (another shard, another tool) is kept, and this one skipped.
+            replace = overwrite or _as_planned(task.dest, redo)
             try:
-                if (
-                    not overwrite
-                    and remote.output_exists(task.dest)
-                    and not _as_planned(task.dest, redo)
-                ):
+                if not replace and remote.output_exists(task.dest):
                     return Outcome(task, "skipped", 0.0, None, size)
                 if same_file(task.source, task.dest):
                     raise OutputImageError(f"refusing to overwrite the input {task.source!r}")
@@ -217,8 +216,11 @@ class BatchJob:
                     replayers=replayers,
                     make_folder=True,
                     preview=self.preview_path(task.dest),
+                    replace=replace,
                 )
             except AdaptiveBlurError as error:
+                if not replace and remote.output_exists(task.dest):
+                    return Outcome(task, "skipped", time.perf_counter() - started, None, size)
                 seconds = time.perf_counter() - started
                 return Outcome(task, "failed", seconds, str(error), size, None, error.parameter)
             except OSError as error:
