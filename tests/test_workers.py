@@ -10,6 +10,7 @@ import functools
 import operator
 import os
 import signal
+import time
 
 import pytest
 
@@ -84,6 +85,24 @@ def test_a_thread_error_is_raised_in_the_caller():
     divide = functools.partial(functools.partial, operator.truediv, 1.0)
     with pytest.raises(ZeroDivisionError):
         run_tasks(divide, [1, 2, 0, 4], jobs=2, processes=1, on_result=lambda _: None)
+
+
+def test_results_that_finish_while_a_threaded_run_stops_still_arrive():
+    # A batch records each finished output through on_result: one that finishes after the
+    # run was told to stop must be recorded too.
+    def make_worker():  # noqa: ANN202
+        def work(task: str) -> str:
+            if task == "stop":
+                raise KeyboardInterrupt
+            time.sleep(0.3)
+            return task
+
+        return work
+
+    results: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_tasks(make_worker, ["slow", "stop"], jobs=2, processes=1, on_result=results.append)
+    assert results == ["slow"]
 
 
 # Ctrl-C at random moments of a threaded run: every time it must raise KeyboardInterrupt and

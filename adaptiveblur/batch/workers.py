@@ -88,6 +88,14 @@ def _run_in_threads(
         threading.Thread(target=take_tasks, name=f"adaptiveblur-{index}")
         for index in range(min(jobs, len(tasks)))
     ]
+
+    def finish() -> None:
+        # Tasks in hand finish (outputs are written atomically); the rest never start.
+        stop.set()
+        for thread in pool:
+            with contextlib.suppress(RuntimeError):  # a thread the interruption kept from starting
+                thread.join()
+
     try:
         for thread in pool:
             thread.start()
@@ -98,12 +106,17 @@ def _run_in_threads(
                 raise payload
             remaining -= 1
             on_result(payload)
-    finally:
-        # Tasks in hand finish (outputs are written atomically); the rest never start.
-        stop.set()
-        for thread in pool:
-            with contextlib.suppress(RuntimeError):  # a thread the interruption kept from starting
-                thread.join()
+    except BaseException:
+        finish()
+        # The results of the tasks that finished meanwhile still reach the caller (a batch
+        # records their outputs), unless on_result itself fails again.
+        with contextlib.suppress(Exception):
+            while True:
+                kind, payload = outbox.get_nowait()
+                if kind == _RESULT:
+                    on_result(payload)
+        raise
+    finish()
 
 
 def run_in_processes(
