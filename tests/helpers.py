@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -205,3 +206,12 @@ def assert_interrupted(process: subprocess.Popen[bytes]) -> str:
     assert f"{PREFIX} interrupted" in text
     assert "Traceback" not in text
     return text
+
+
+def slow_or_interrupted(task: str) -> str:
+    """A batch worker for tests of stopping (importable by a worker process): ``"stop"``
+    raises KeyboardInterrupt at once, any other task returns itself after 0.5 s."""
+    if task == "stop":
+        raise KeyboardInterrupt
+    time.sleep(0.5)
+    return task

@@ -10,13 +10,12 @@ import functools
 import operator
 import os
 import signal
-import time
 
 import pytest
 
 from adaptiveblur.batch.workers import run_in_processes, run_tasks
 from adaptiveblur.errors import WorkerProcessError
-from tests.helpers import run_subprocess
+from tests.helpers import run_subprocess, slow_or_interrupted
 
 
 def times(factor: int) -> functools.partial:
@@ -87,21 +86,16 @@ def test_a_thread_error_is_raised_in_the_caller():
         run_tasks(divide, [1, 2, 0, 4], jobs=2, processes=1, on_result=lambda _: None)
 
 
-def test_results_that_finish_while_a_threaded_run_stops_still_arrive():
+@pytest.mark.parametrize("processes", [1, 2])
+def test_results_that_finish_while_a_run_stops_still_arrive(processes):
     # A batch records each finished output through on_result: one that finishes after the
     # run was told to stop must be recorded too.
-    def make_worker():  # noqa: ANN202
-        def work(task: str) -> str:
-            if task == "stop":
-                raise KeyboardInterrupt
-            time.sleep(0.3)
-            return task
-
-        return work
-
+    make_worker = functools.partial(functools.partial, slow_or_interrupted)
     results: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        run_tasks(make_worker, ["slow", "stop"], jobs=2, processes=1, on_result=results.append)
+        run_tasks(
+            make_worker, ["slow", "stop"], jobs=2, processes=processes, on_result=results.append
+        )
     assert results == ["slow"]
 
 

@@ -96,6 +96,7 @@ def _run_in_threads(
             with contextlib.suppress(RuntimeError):  # a thread the interruption kept from starting
                 thread.join()
 
+    in_on_result = False  # an error there ends the results: on_result is not called again
     try:
         for thread in pool:
             thread.start()
@@ -105,11 +106,15 @@ def _run_in_threads(
             if kind == _ERROR:
                 raise payload
             remaining -= 1
+            in_on_result = True
             on_result(payload)
+            in_on_result = False
     except BaseException:
         finish()
+        if in_on_result:
+            raise
         # The results of the tasks that finished meanwhile still reach the caller (a batch
-        # records their outputs), unless on_result itself fails again.
+        # records their outputs), unless on_result fails.
         with contextlib.suppress(Exception):
             while True:
                 kind, payload = outbox.get_nowait()
@@ -163,6 +168,9 @@ def run_in_processes(
     with _sigint_ignored():  # the workers start with SIGINT ignored (the caller's is back after)
         for worker in workers:
             worker.start()
+    # Until every result is in, the results of tasks that finish while the run stops are
+    # delivered too, unless on_result is what failed (it is not called again then).
+    stopping, in_on_result = True, False
     try:
         remaining = len(tasks)
         ended = False  # every worker had ended at the last look: their results are all in
@@ -175,11 +183,14 @@ def run_in_processes(
             if kind == _ERROR:
                 raise payload
             remaining -= 1
+            in_on_result = True
             on_result(payload)
+            in_on_result = False
+        stopping = False
     finally:
         stop.set()
         inbox.cancel_join_thread()  # unread end marks must not hold this process at exit
-        _join(workers, outbox)
+        _join(workers, outbox, on_result if stopping and not in_on_result else None)
         for channel in (inbox, outbox):
             channel.close()
         # Free the queues' and the event's semaphores now, not whenever the cycle collector
@@ -250,13 +261,29 @@ def _check_workers(workers: list[Any], remaining: int, ended: bool) -> bool:
     return all(worker.exitcode is not None for worker in workers)
 
 
-def _join(workers: list[Any], outbox: Any) -> None:
-    """Wait for the workers, dropping what they still send (a full pipe would keep them alive)."""
+def _join(workers: list[Any], outbox: Any, deliver: Callable[[Any], None] | None) -> None:
+    """Wait for the workers, reading what they still send (a full pipe would keep them
+    alive): results go to ``deliver`` (until it fails), errors are dropped."""
+
+    def read(timeout: float) -> bool:
+        nonlocal deliver
+        try:
+            kind, payload = outbox.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        if deliver is not None and kind == _RESULT:
+            try:
+                deliver(payload)
+            except Exception:  # noqa: BLE001 - the run is already stopping on an error
+                deliver = None
+        return True
+
     for worker in workers:
         while worker.is_alive():
-            with contextlib.suppress(queue.Empty):
-                outbox.get(timeout=_POLL_SECONDS)
+            read(_POLL_SECONDS)
         worker.join()
+    while deliver is not None and read(_POLL_SECONDS):  # sent just before a worker ended
+        pass
 
 
 @contextlib.contextmanager
