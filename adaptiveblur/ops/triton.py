@@ -35,6 +35,7 @@ notes and timings: ``docs/fast_method.md`` (section "The fused Triton kernel").
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -182,11 +183,14 @@ def launch(
     batch, channels, height, width = out.shape
     grid = (triton.cdiv(width, config.block_x), triton.cdiv(height, config.block_y), batch)
     options = {} if config.maxnreg is None else {"maxnreg": config.maxnreg}
-    if out.device.type == "cuda":  # Triton launches on the current device
-        with torch.cuda.device(out.device):
-            _launch_groups(source, sigma, radius, out, config, grid, options)
-    else:  # the interpreter
+    with on_device(out.device):
         _launch_groups(source, sigma, radius, out, config, grid, options)
+
+
+def on_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """Launch on ``device``: Triton launches on the current CUDA device (nothing to do for
+    the interpreter's CPU tensors)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _launch_groups(

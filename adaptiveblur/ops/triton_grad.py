@@ -21,10 +21,9 @@ same bits):
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
+from adaptiveblur.ops import triton as fused
 from adaptiveblur.ops.tile import TileInput
 
 try:
@@ -52,8 +51,6 @@ def forward_tile(
 ) -> torch.Tensor:
     """The blurred tile ``(B, C, h, w)``, without autograd."""
     if padded.dtype == torch.float32:
-        from adaptiveblur.ops import triton as fused
-
         return fused.gather_blur(TileInput(padded.contiguous(), sigma, radius, halo))
     out, *_ = _moments(padded, sigma, radius, halo, None, want_sigma=False)
     assert out is not None
@@ -138,7 +135,7 @@ def _moments(
     values = out if out is not None else scaled  # a placeholder where nothing is stored
     gradient = grad if grad is not None else scaled
     grid = (triton.cdiv(width, _BLOCK[1]), triton.cdiv(height, _BLOCK[0]), batch)
-    with _on(device):
+    with fused.on_device(device):
         for first in range(0, channels, _MAX_CHANNELS):
             _moments_kernel[grid](
                 padded[:, first:],
@@ -185,7 +182,7 @@ def _spread(
     height, width = scaled.shape[-2:]
     grad_input = torch.empty(shape, dtype=scaled.dtype, device=scaled.device)
     grid = (triton.cdiv(padded_w, _BLOCK[1]), triton.cdiv(padded_h, _BLOCK[0]), batch)
-    with _on(scaled.device):
+    with fused.on_device(scaled.device):
         for first in range(0, channels, _MAX_CHANNELS):
             _spread_kernel[grid](
                 coefficients,
@@ -205,11 +202,6 @@ def _spread(
                 num_warps=_NUM_WARPS,
             )
     return grad_input
-
-
-def _on(device: torch.device) -> contextlib.AbstractContextManager:
-    """Launch on ``device`` (Triton launches on the current CUDA device)."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _jit(fn):  # noqa: ANN001, ANN202 - a Triton kernel or the plain function without Triton
