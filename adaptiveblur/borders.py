@@ -71,28 +71,34 @@ def read_window(image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, mode: s
 def _read_window(
     image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, mode: str
 ) -> torch.Tensor:
-    import torch
-
+    """The window as one copy per pair of row and column runs (:func:`source_runs`)."""
     height, width = image.shape[-2:]
-    device = image.device
-    rows, row_ok = border_index(torch.arange(y0, y1, device=device), height, mode)
-    cols, col_ok = border_index(torch.arange(x0, x1, device=device), width, mode)
-    rowed = image.index_select(-2, rows)  # whole rows: one contiguous copy each
-    # index_select along the last dimension copies element by element (slow on the CPU),
-    # so only the columns outside the image go through it; the inside is one slice copy.
-    inside_from, inside_to = min(max(x0, 0), width), max(min(x1, width), 0)
-    if inside_from < inside_to:
-        window = rowed.new_empty((*rowed.shape[:-1], x1 - x0))
-        window[..., inside_from - x0 : inside_to - x0] = rowed[..., inside_from:inside_to]
-        if inside_from > x0:
-            window[..., : inside_from - x0] = rowed.index_select(-1, cols[: inside_from - x0])
-        if inside_to < x1:
-            window[..., inside_to - x0 :] = rowed.index_select(-1, cols[inside_to - x0 :])
-    else:
-        window = rowed.index_select(-1, cols)
-    if row_ok is not None and col_ok is not None:
-        window = window * (row_ok[:, None] & col_ok[None, :]).to(window.dtype)
+    rows = source_runs(y0, y1, height, mode)
+    cols = source_runs(x0, x1, width, mode)
+    shape = (*image.shape[:-2], y1 - y0, x1 - x0)
+    read = sum(run[1] for run in rows) * sum(run[1] for run in cols)
+    # Positions in no run read zeros (``constant``).
+    window = image.new_empty(shape) if read == shape[-2] * shape[-1] else image.new_zeros(shape)
+    for row in rows:
+        band = _run_source(image, row, -2)
+        for col in cols:
+            window[..., row[0] : row[0] + row[1], col[0] : col[0] + col[1]] = _run_source(
+                band, col, -1
+            )
     return window
+
+
+def _run_source(image: torch.Tensor, run: tuple[int, int, int, int], dim: int) -> torch.Tensor:
+    """What one run reads along ``dim``, in window order."""
+    _, count, source, step = run
+    if step == 0:
+        edge = image.narrow(dim, source, 1)
+        shape = list(edge.shape)
+        shape[dim] = count
+        return edge.expand(shape)
+    if step == 1:
+        return image.narrow(dim, source, count)
+    return image.narrow(dim, source - count + 1, count).flip(dim)
 
 
 def source_runs(start: int, stop: int, size: int, mode: str) -> list[tuple[int, int, int, int]]:
@@ -129,23 +135,42 @@ def source_runs(start: int, stop: int, size: int, mode: str) -> list[tuple[int, 
 
 
 def fold_window(
-    grad: torch.Tensor, runs: list[tuple[int, int, int, int]], size: int, dim: int
+    grad: torch.Tensor,
+    rows: list[tuple[int, int, int, int]],
+    cols: list[tuple[int, int, int, int]],
+    size: tuple[int, int],
 ) -> torch.Tensor:
-    """The gradient of one axis of a window read by ``runs``, summed onto ``size`` positions."""
+    """The gradient of a window read by ``rows`` x ``cols`` runs, summed onto ``size``.
+
+    One pass over the pairs of runs, in a fixed order (so two runs give the same bits),
+    with no intermediate as large as the window.
+    """
     import torch
 
-    shape = list(grad.shape)
-    shape[dim] = size
-    folded = torch.zeros(shape, dtype=grad.dtype, device=grad.device)
-    for first, count, source, step in runs:
-        part = grad.narrow(dim, first, count)
-        if step == 0:
-            folded.narrow(dim, source, 1).add_(part.sum(dim, keepdim=True))
-        elif step == 1:
-            folded.narrow(dim, source, count).add_(part)
-        else:
-            folded.narrow(dim, source - count + 1, count).add_(part.flip(dim))
+    folded = torch.zeros((*grad.shape[:-2], *size), dtype=grad.dtype, device=grad.device)
+    for row in rows:
+        band = _run_part(grad, row, -2)
+        for col in cols:
+            part = _run_part(band, col, -1)
+            folded.narrow(-2, *_run_target(row)).narrow(-1, *_run_target(col)).add_(part)
     return folded
+
+
+def _run_part(grad: torch.Tensor, run: tuple[int, int, int, int], dim: int) -> torch.Tensor:
+    """The window positions of one run along ``dim``, in source order (summed if repeated)."""
+    first, count, _, step = run
+    part = grad.narrow(dim, first, count)
+    if step == 0:
+        return part.sum(dim, keepdim=True)
+    return part if step == 1 else part.flip(dim)
+
+
+def _run_target(run: tuple[int, int, int, int]) -> tuple[int, int]:
+    """``(start, length)`` of the source positions one run reads."""
+    _, count, source, step = run
+    if step == 0:
+        return source, 1
+    return (source, count) if step == 1 else (source - count + 1, count)
 
 
 _WINDOW_FUNCTION = None
@@ -169,9 +194,8 @@ def _window_function():  # noqa: ANN202 - an autograd Function, made when torch 
 
             @staticmethod
             def backward(ctx, grad):  # noqa: ANN001, ANN205
-                height, width = ctx.size
-                grad = fold_window(grad, ctx.cols, width, -1)
-                return fold_window(grad, ctx.rows, height, -2), None, None, None, None, None
+                folded = fold_window(grad, ctx.rows, ctx.cols, ctx.size)
+                return folded, None, None, None, None, None
 
         _WINDOW_FUNCTION = ReadWindow
     return _WINDOW_FUNCTION

@@ -51,9 +51,12 @@ def tile_side(bytes_per_pixel: int, max_memory: int, height: int, width: int) ->
     """Side of square tiles whose temporaries fit in ``max_memory``.
 
     Never smaller than ``sqrt(MIN_TILE_PIXELS)`` (the caller then chunks the window
-    so the budget still holds) and never larger than the image needs.
+    so the budget still holds) and never larger than the image needs. An image whose
+    temporaries fit is one tile, square or not: a cut costs halos and launches.
     """
     pixels = max(max_memory // max(bytes_per_pixel, 1), MIN_TILE_PIXELS)
+    if height * width <= pixels:
+        return max(1, height, width)
     return max(1, min(math.isqrt(pixels), max(height, width)))
 
 

@@ -114,7 +114,7 @@ def extra_memory(
     torch.cuda.synchronize(device)
     extra = torch.cuda.max_memory_allocated(device) - before
     inputs = image.numel() * image.element_size() + sigma.numel() * sigma.element_size()
-    return f"{extra / inputs:.1f}x"
+    return f"{extra / inputs:.2f}x"
 
 
 if __name__ == "__main__":

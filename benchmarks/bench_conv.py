@@ -2,7 +2,9 @@
 
 Forward and forward + backward (gradients to x, weight and modulation; ``out.backward(g)``
 with a fixed random ``g``) of seeded random float32 inputs, for each case
-``B x C x N² k K`` (C in and out): adaptiveblur's op, the unfold + multiply + matmul +
+``B x C x N² k K`` (C in and out; a trailing ``L``, as in ``1x8x256k5L``, gives a kernel
+per location, ``(B, C, C, K, K, N, N)``, with no modulation and no deform_conv2d row):
+adaptiveblur's op, the unfold + multiply + matmul +
 fold of the forum answers, and ``torchvision.ops.deform_conv2d`` with zero offsets and
 ``mask=`` (the same arithmetic) when torchvision is installed. Medians of ``--repeat``
 runs after one warm-up; on CUDA also the peak memory each adds (``max_memory_allocated``
@@ -47,10 +49,12 @@ def main() -> None:
     print(f"{'case':<16} {'op':<14} {'forward ms':>11} {'fwd+bwd ms':>11} {'extra MiB':>10}")
     for case in args.cases.split(","):
         shape, size = case.split("k")
+        local = size.endswith("L")  # a kernel per location, (B, C, C, k, k, N, N)
+        size = size.removesuffix("L")
         batch, channels, side = (int(part) for part in shape.split("x"))
-        inputs = _inputs(batch, channels, side, int(size), device)
+        inputs = _inputs(batch, channels, side, int(size), device, local)
         windows = batch * channels * int(size) ** 2 * side * side * 4
-        for name, op in _ops(int(size)).items():
+        for name, op in (_local_ops(int(size)) if local else _ops(int(size))).items():
             if name != "adaptiveblur" and windows > args.peer_max_bytes:
                 continue
             log(f"{case}: {name}")
@@ -59,19 +63,41 @@ def main() -> None:
 
 
 def _inputs(
-    batch: int, channels: int, side: int, size: int, device: torch.device
+    batch: int, channels: int, side: int, size: int, device: torch.device, local: bool
 ) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(side * size)
 
     def made(*shape: int) -> torch.Tensor:
         return torch.rand(shape, generator=generator).to(device)
 
+    if local:
+        return {
+            "x": made(batch, channels, side, side),
+            "weight": made(batch, channels, channels, size, size, side, side) / (channels * size),
+            "grad": made(batch, channels, side, side),
+        }
     return {
         "x": made(batch, channels, side, side),
         "weight": made(channels, channels, size, size) / (channels * size),
         "modulation": made(batch, size * size, side, side),
         "grad": made(batch, channels, side, side),
     }
+
+
+def _local_ops(size: int) -> dict[str, Callable[..., torch.Tensor]]:
+    """Ours and unfold + multiply + sum for kernels given per location (no modulation)."""
+    radius = size // 2
+
+    def ours(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return spatially_varying_conv2d(x, weight)
+
+    def unfold(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        cols = F.unfold(F.pad(x, (radius,) * 4), size).view(batch, channels, size * size, -1)
+        kernels = weight.reshape(batch, weight.shape[1], channels, size * size, -1)
+        return torch.einsum("bctp,boctp->bop", cols, kernels).view(batch, -1, height, width)
+
+    return {"adaptiveblur": ours, "unfold": unfold}
 
 
 def _ops(size: int) -> dict[str, Callable[..., torch.Tensor]]:
@@ -110,12 +136,14 @@ def _timed(
     """Median milliseconds of the forward pass and of forward + backward, and the peak CUDA
     memory forward + backward adds (``-`` on the CPU)."""
 
+    names = [name for name in ("x", "weight", "modulation") if name in inputs]
+
     def forward() -> None:
         with torch.no_grad():
-            op(inputs["x"], inputs["weight"], inputs["modulation"])
+            op(*(inputs[name] for name in names))
 
     def both() -> None:
-        leaves = [inputs[name].clone().requires_grad_() for name in ("x", "weight", "modulation")]
+        leaves = [inputs[name].clone().requires_grad_() for name in names]
         op(*leaves).backward(inputs["grad"])
 
     ahead = measure(forward, repeat, device=device).wall * 1e3

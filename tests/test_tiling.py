@@ -31,8 +31,13 @@ def test_tile_side_fits_the_budget_and_the_image(bytes_per_pixel):
     side = tile_side(bytes_per_pixel, budget, 3000, 2000)
     assert 1 <= side <= 3000
     if side * side > MIN_TILE_PIXELS:  # above the floor, the budget holds
-        assert side * side * bytes_per_pixel <= budget
+        assert min(side, 3000) * min(side, 2000) * bytes_per_pixel <= budget
     assert tile_side(1, budget, 7, 13) == 13  # never larger than the image needs
+
+
+def test_an_image_whose_temporaries_fit_is_one_tile_even_when_not_square():
+    assert tile_side(1, 4000 * 300, 300, 4000) == 4000  # 1.2 M pixels fit, 1095^2 would too
+    assert tile_side(1, 4000 * 300 - 1, 300, 4000) == 1095
 
 
 def test_chunks_cover_the_range(rng):

@@ -248,6 +248,16 @@ def test_plan_uses_tl_dot_only_where_it_fits():
     assert narrow.grad_w.dot and narrow.grad_w.rows == 16  # tl.dot, 3 rows padded to 16
     exact = triton_conv.plan(8, 64, 64, 3, 128, 128, torch.float64, cpu)
     assert not any(b.dot for b in (exact.forward, exact.grad_x, exact.grad_m, exact.grad_w))
+    assert all(b.precision == "ieee" for b in (wide.forward, wide.grad_x, wide.grad_w))
+
+
+@pytest.mark.cuda
+def test_plan_takes_tf32x3_only_where_tensor_cores_take_tf32(cuda):
+    plan = triton_conv.plan(8, 64, 64, 3, 128, 128, torch.float32, cuda)
+    tf32 = torch.cuda.get_device_capability(cuda) >= (8, 0)
+    for blocks in (plan.forward, plan.grad_x, plan.grad_w):
+        assert blocks.precision == ("tf32x3" if tf32 else "ieee")
+    assert plan.grad_m.precision == "ieee"
 
 
 # --- CUDA ---------------------------------------------------------------------------------
@@ -292,6 +302,7 @@ CUDA_SHAPES = [
     (1, 5, 1, 19, 23, 3),
     (2, 16, 16, 31, 45, 3),
     (1, 20, 33, 17, 29, 5),
+    (1, 40, 36, 21, 19, 3),  # both channel counts >= 32: the widest tl.dot tiles
     (1, 3, 24, 13, 70, 3),
     (2, 2, 3, 6, 5, 9),
     (1, 4, 4, 1, 1, 1),

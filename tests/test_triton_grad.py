@@ -21,7 +21,7 @@ pytest.importorskip("triton", reason="the Triton backend needs triton installed"
 from adaptiveblur import adaptive_blur  # noqa: E402
 from adaptiveblur.borders import read_window  # noqa: E402
 from adaptiveblur.kernels import radius_map  # noqa: E402
-from adaptiveblur.ops import reference, triton_grad  # noqa: E402
+from adaptiveblur.ops import blur, reference, triton_grad  # noqa: E402
 from adaptiveblur.ops.tile import TileInput  # noqa: E402
 from tests.test_triton import (  # noqa: E402, F401 - its autouse interpreter fix applies here
     _interpreter_numpy_fix,
@@ -131,6 +131,30 @@ def test_no_sigma_gradient_below_the_floor_or_at_radius_zero(rng):
     (grad_sigma,) = torch.autograd.grad(out.sum() + (out**2).sum(), sigma)
     assert torch.equal(grad_sigma[0, 0, 1:3], torch.zeros(2, 7, dtype=torch.float64))
     assert bool((grad_sigma[0, 0, 3:] != 0).any())
+
+
+@interpreter_only
+def test_a_backward_pass_that_rereads_the_window_keeps_no_copy_of_it(rng):
+    image, sigma = inputs(rng, (1, 2, 6, 7), 2.0)
+    halo = int(radius_map(sigma.detach()).max())
+    window = (-halo, 6 + halo, -halo, 7 + halo)
+    padded = read_window(image, *window, "reflect")
+    reread = blur._Reread(image, window, "reflect")
+    tile = TileInput(padded, sigma, radius_map(sigma.detach()), halo, reread=reread)
+    out = triton_grad.blur_tile(tile)
+    del padded, tile
+    assert len(out.grad_fn.saved_tensors) == 2  # sigma and the radius, not the window
+    grad = torch.from_numpy(rng.standard_normal((1, 2, 6, 7)))
+    got = torch.autograd.grad(out, (image, sigma), grad, retain_graph=True)
+    again = torch.autograd.grad(out, (image, sigma), grad, retain_graph=True)
+    _, *want = gradients(reference.blur_tile, image, sigma, grad)
+    for a, b, w in zip(got, again, want, strict=True):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, w, atol=1e-11, rtol=1e-10)
+    with torch.no_grad():
+        image.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        torch.autograd.grad(out, (image, sigma), grad)
 
 
 # --- CUDA: adaptive_blur itself -----------------------------------------------------------

@@ -96,11 +96,11 @@ def spatially_varying_conv2d(
     budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
     side = tile_side(per_pixel, budget, height, width)
 
-    if x.device.type == "cpu" or (not per_location and _fused_kernels_run_on(x.device)):
+    if x.device.type == "cpu" or _fused_kernels_run_on(x.device):
         # On the CPU one pass per window offset over views of the padded input, with a
         # backward pass of its own; on CUDA the same op runs fused Triton kernels (see
-        # adaptiveblur.ops.shifted_conv and adaptiveblur.ops.triton_conv): no k^2-sized
-        # windows at all, and max_memory is not needed.
+        # adaptiveblur.ops.shifted_conv, triton_conv and triton_local): no k^2-sized
+        # windows beyond the caller's, and max_memory is not needed.
         r = size // 2
         padded = read_window(x, -r, height + r, -r, width + r, PADDING_MODES[padding_mode])
         output = shifted_conv(padded, weight, modulation, size, budget)
@@ -130,7 +130,7 @@ def spatially_varying_conv2d(
 
 @torch.compiler.assume_constant_result  # a fact about the device: torch.compile folds it
 def _fused_kernels_run_on(device: torch.device) -> bool:
-    """Whether the Triton kernels of the factored form run on ``device`` (a CUDA device)."""
+    """Whether the Triton kernels of the convolution run on ``device`` (a CUDA device)."""
     from adaptiveblur.ops import triton_conv
 
     return triton_conv.available(device) is None

@@ -186,10 +186,32 @@ def _blur_one_tile(
         halo = int(tile_radius.max())
     else:
         tile_radius = tile_radius.clamp_(0, halo)
-    padded = read_window(
-        source, tile.y0 - halo, tile.y1 + halo, tile.x0 - halo, tile.x1 + halo, border
-    )
-    return blur_tile(TileInput(padded, tile_sigma, tile_radius, halo, truncate, budget))
+    window = (tile.y0 - halo, tile.y1 + halo, tile.x0 - halo, tile.x1 + halo)
+    padded = read_window(source, *window, border)
+    reread = _Reread(source, window, border)
+    return blur_tile(TileInput(padded, tile_sigma, tile_radius, halo, truncate, budget, reread))
+
+
+class _Reread:
+    """Reads a tile's padded window of ``source`` again, without autograd.
+
+    A fused backward pass keeps this rather than the window, so the window's memory is
+    free while the input's gradient is made. It refuses once ``source`` has been changed
+    in place, as torch does for a tensor saved for a backward pass.
+    """
+
+    def __init__(self, source: torch.Tensor, window: tuple[int, int, int, int], border: str):
+        self.source, self.window, self.border = source, window, border
+        self.version = source._version
+
+    def __call__(self) -> torch.Tensor:
+        if self.source._version != self.version:
+            raise RuntimeError(
+                "the image given to adaptive_blur was modified in place after the blur; "
+                "its gradient needs the original values"
+            )
+        with torch.no_grad():
+            return read_window(self.source.detach(), *self.window, self.border)
 
 
 def _check_image(image: torch.Tensor) -> torch.Tensor:

@@ -63,11 +63,13 @@ def _conv_op(
     size: int,
     max_memory: int,
 ) -> torch.Tensor:
-    if padded.is_cuda:  # the factored form on CUDA: fused Triton kernels where they run
-        from adaptiveblur.ops import triton_conv
+    if padded.is_cuda:  # fused Triton kernels where they run
+        from adaptiveblur.ops import triton_conv, triton_local
 
         if triton_conv.handles(padded, weight, modulation):
             return triton_conv.conv_forward(padded, weight, modulation, size)
+        if triton_local.handles(padded, weight, modulation):
+            return triton_local.local_forward(padded, weight, size)
     return _forward(padded, weight, modulation, size, max_memory)
 
 
@@ -98,9 +100,14 @@ def _conv_backward_op(
     not ``wanted`` (or no modulation)."""
     want_x, want_weight = wanted[0], wanted[1]
     want_modulation = wanted[2] and modulation is not None
-    if padded.is_cuda:  # the factored form on CUDA: fused Triton kernels where they run
-        from adaptiveblur.ops import triton_conv
+    if padded.is_cuda:  # fused Triton kernels where they run
+        from adaptiveblur.ops import triton_conv, triton_local
 
+        if triton_local.handles(padded, weight, modulation):
+            grad_x, grad_w = triton_local.local_backward(
+                grad_out, padded, weight, size, want_x=want_x, want_weight=want_weight
+            )
+            return [padded.new_empty(0) if g is None else g for g in (grad_x, grad_w, None)]
         if triton_conv.handles(padded, weight, modulation):
             grads = triton_conv.conv_backward(
                 grad_out,

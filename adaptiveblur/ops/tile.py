@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,8 @@ class TileInput:
         halo: the input's margin on each side (``>= 0``); no radius exceeds it.
         truncate: the window radius in sigmas that gave ``radius``.
         budget: bytes the backend's temporaries may take at once.
+        reread: where given, reads :attr:`padded` again (without autograd), so that a
+            backward pass may keep this instead of the window itself.
 
     Raises:
         ValueError: on construction, when the shapes or the radius dtype do not fit
@@ -39,6 +42,7 @@ class TileInput:
     halo: int
     truncate: float = DEFAULT_TRUNCATE
     budget: int = DEFAULT_MAX_MEMORY
+    reread: Callable[[], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         padded, sigma, radius, halo = self.padded, self.sigma, self.radius, self.halo

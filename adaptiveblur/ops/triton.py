@@ -108,8 +108,8 @@ def bytes_per_pixel(batch: int, channels: int, window: int, element: int) -> int
 
     The engine's padded tile, this backend's aligned copy of it and the output tile
     (``channels`` values each), plus the tile's sigma and int64 radius; under autograd
-    also the backward pass's gradients to the tile and to sigma, ``G / S^2`` and two
-    coefficient planes (``2 * channels + 3`` values).
+    also the backward pass's gradients to the tile and to sigma and its three weight
+    planes (``2 * channels + 4`` values, bounding its aligned copy too).
     """
     del window  # the kernels keep no per-window temporaries
     return batch * ((5 * channels + 4) * element + 8)
@@ -152,11 +152,27 @@ def prepare(
     past the last block of programs stay inside the copy.
     """
     _check(tile)
-    padded, halo = tile.padded, tile.halo
+    source = aligned_source(tile.padded, tile.halo, config.block_y, config.block_x)
+    padded = tile.padded
+    batch, channels = padded.shape[:2]
+    out = torch.empty(
+        (batch, channels, tile.height, tile.width), dtype=padded.dtype, device=padded.device
+    )
+    return source, out
+
+
+def aligned_source(padded: torch.Tensor, halo: int, block_y: int, block_x: int) -> torch.Tensor:
+    """A view ``(B, C, h, w)`` at output pixel (0, 0) of a zero-margined copy of ``padded``.
+
+    Rows are a multiple of 16 elements apart and the first output column sits on a
+    4-element boundary, so groups of 4 pixels load as one aligned vector; reads up to
+    ``halo`` rows and ``halo + 3`` columns beyond the output, in blocks of ``block_y x
+    block_x`` pixels, stay inside the copy.
+    """
     batch, channels, padded_h, padded_w = padded.shape
-    height, width = tile.height, tile.width
-    rows = triton.cdiv(height, config.block_y) * config.block_y
-    cols = triton.cdiv(width, config.block_x) * config.block_x
+    height, width = padded_h - 2 * halo, padded_w - 2 * halo
+    rows = _round_up(height, block_y)
+    cols = _round_up(width, block_x)
     left = 3 + (-(halo + 3)) % 4  # >= 3 columns before the first read, output start on 4
     stride_y = _round_up(left + cols + 2 * halo + 3, _ROW_ALIGN)
     buffer = torch.empty(
@@ -167,9 +183,7 @@ def prepare(
     buffer[..., left + padded_w :].zero_()
     buffer[..., padded_h:, left : left + padded_w].zero_()
     buffer[..., :padded_h, left : left + padded_w].copy_(padded)
-    source = buffer[..., halo : halo + height, halo + left : halo + left + width]
-    out = torch.empty((batch, channels, height, width), dtype=padded.dtype, device=padded.device)
-    return source, out
+    return buffer[..., halo : halo + height, halo + left : halo + left + width]
 
 
 def launch(

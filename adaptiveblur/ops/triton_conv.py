@@ -27,8 +27,10 @@ is never stored: the ``dx`` and ``dm`` kernels contract ``w`` with ``g`` block b
   sums ``g @ (m * x)^T`` over its share of the pixels; the shares' partial sums land in
   a buffer that ``torch.sum`` adds in a fixed order.
 
-Every sum runs in a fixed order, so two runs give the same bits. ``tl.dot`` runs in IEEE
-float32 (``input_precision="ieee"``, no tf32); float16 and bfloat16 are loaded and
+Every sum runs in a fixed order, so two runs give the same bits. ``tl.dot`` runs as
+float32 arithmetic or, where the GPU has tf32 tensor cores, as three tf32 products of
+each operand's high and low parts (``input_precision="tf32x3"``), which keeps float32's
+accuracy (:func:`plan`); never as plain tf32. float16 and bfloat16 are loaded and
 computed as float32 and stored in their own dtype. Where the channel counts are too small
 to fill ``tl.dot``'s tiles (it needs 16 a side; :func:`plan` decides) and for float64, the
 "rank-1" kernels add one outer product per tap and channel instead, in the input's
@@ -74,6 +76,8 @@ class Blocks:
             in the input's precision, with ``inner`` unused (forward, ``dx``, ``dm``), and
             for ``dw`` a product summed in registers (for float64).
         num_warps: warps per program.
+        num_stages: software-pipelining stages of the contraction loop.
+        precision: ``tl.dot``'s ``input_precision``.
     """
 
     rows: int
@@ -81,6 +85,8 @@ class Blocks:
     pixels: int
     dot: bool
     num_warps: int = 4
+    num_stages: int = 3
+    precision: str = "ieee"
 
 
 @dataclass(frozen=True)
@@ -132,18 +138,25 @@ def plan(
     dtype: torch.dtype,
     device: torch.device,
 ) -> Plan:
-    """The tiling used for these sizes, chosen by the channel counts.
+    """The tiling used for these sizes, chosen by the channel counts and the GPU.
 
     ``tl.dot`` (float32 only) pays off where both channel counts fill its tiles: from 32
-    for the forward pass and ``dx``, 16 for ``dm`` and the output channels of ``dw``
+    for ``dx``, 16 for the forward pass, ``dm`` and the output channels of ``dw``
     (``benchmarks/README.md`` has the measurements). Below that, and for float64,
-    outer products.
+    outer products. Where tensor cores take tf32 (compute capability 8.0 on), the forward
+    pass, ``dx`` and ``dw`` run ``tl.dot`` as three tf32 products ("tf32x3": each float32
+    operand split into a tf32 part and a tf32 remainder), as accurate as float32
+    arithmetic; ``dm`` stays on float32 arithmetic, which is faster for its shapes.
     """
     dot = dtype != torch.float64
+    precision = "tf32x3" if _tensor_cores_take_tf32(device) else "ieee"
     narrow = min(channels, out_channels)
     if dot and narrow >= 2 * _MIN_DOT:
-        forward = Blocks(32, _fit(channels, _MIN_DOT, 32), 128, True)
-        grad_x = Blocks(32, _fit(out_channels, _MIN_DOT, 32), 128, True)
+        forward = Blocks(32, _MIN_DOT, 128, True, num_stages=2, precision=precision)
+        grad_x = Blocks(32, _MIN_DOT, 128, True, precision=precision)
+    elif dot and narrow >= _MIN_DOT and precision != "ieee":
+        forward = Blocks(_MIN_DOT, _MIN_DOT, 256, True, precision=precision)
+        grad_x = _rank1(channels, dtype)
     else:
         forward = _rank1(out_channels, dtype)
         grad_x = _rank1(channels, dtype)
@@ -154,11 +167,18 @@ def plan(
         grad_m = Blocks(1, 1, 1024 if dot else 256, False)
     if dot:
         rows = _fit(out_channels, _MIN_DOT, 64)
-        grad_w = Blocks(rows, 64, 16 if rows >= 64 else 32, True)
+        columns, pixels = (32, 64) if rows >= 64 else (64, 32)
+        grad_w = Blocks(rows, columns, pixels, True, precision=precision)
     else:
         grad_w = Blocks(_fit(out_channels, 1, 16), 16, 16, False)
     splits = weight_splits(grad_w, out_channels, size * size * channels, height * width, device)
     return Plan(forward, grad_x, grad_m, grad_w, splits)
+
+
+def _tensor_cores_take_tf32(device: torch.device) -> bool:
+    if device.type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def weight_splits(
@@ -238,9 +258,9 @@ def conv_forward(
         if blocks.dot:
             _forward_dot_kernel[grid](
                 *arguments, x[0].numel(), m_batch,
-                SIZE=size, HAS_MOD=modulation is not None,
+                SIZE=size, HAS_MOD=modulation is not None, PRECISION=blocks.precision,
                 BLOCK_O=blocks.rows, BLOCK_C=blocks.inner, BLOCK_P=blocks.pixels,
-                num_warps=blocks.num_warps,
+                num_warps=blocks.num_warps, num_stages=blocks.num_stages,
             )  # fmt: skip
         else:
             _forward_rank1_kernel[grid](
@@ -292,9 +312,9 @@ def conv_backward(
             elif blocks.dot:
                 _grad_x_dot_kernel[grid](
                     *arguments, m_batch,
-                    SIZE=size, HAS_MOD=modulation is not None,
+                    SIZE=size, HAS_MOD=modulation is not None, PRECISION=blocks.precision,
                     BLOCK_C=blocks.rows, BLOCK_O=blocks.inner, BLOCK_Q=blocks.pixels,
-                    num_warps=blocks.num_warps,
+                    num_warps=blocks.num_warps, num_stages=blocks.num_stages,
                 )  # fmt: skip
             else:
                 _grad_x_rank1_kernel[grid](
@@ -315,8 +335,9 @@ def conv_backward(
             elif blocks.dot:
                 _grad_m_dot_kernel[planes](
                     *arguments, padded_width, x[0].numel(), per_modulation,
-                    SIZE=size, BLOCK_C=blocks.rows, BLOCK_O=blocks.inner,
-                    BLOCK_P=blocks.pixels, num_warps=blocks.num_warps,
+                    SIZE=size, PRECISION=blocks.precision, BLOCK_C=blocks.rows,
+                    BLOCK_O=blocks.inner, BLOCK_P=blocks.pixels,
+                    num_warps=blocks.num_warps, num_stages=blocks.num_stages,
                 )  # fmt: skip
             else:
                 _grad_m_rank1_kernel[planes](
@@ -354,8 +375,8 @@ def _grad_weight(
             x, m, g, partial, batch, channels, out_channels, height, width, padded_width,
             x[0].numel(), m_batch, share,
             SIZE=size, HAS_MOD=has_mod, USE_DOT=blocks.dot, FP64=accumulate == torch.float64,
-            BLOCK_O=blocks.rows, BLOCK_K=blocks.inner, BLOCK_P=blocks.pixels,
-            num_warps=blocks.num_warps,
+            PRECISION=blocks.precision, BLOCK_O=blocks.rows, BLOCK_K=blocks.inner,
+            BLOCK_P=blocks.pixels, num_warps=blocks.num_warps, num_stages=blocks.num_stages,
         )  # fmt: skip
     total = partial.sum(0).view(out_channels, size * size, channels)
     return total.permute(0, 2, 1).contiguous().view(weight.shape).to(weight.dtype)
@@ -378,7 +399,7 @@ def _jit(fn):  # noqa: ANN001, ANN202 - a Triton kernel, or the plain function w
 def _forward_dot_kernel(
     x_ptr, m_ptr, w_ptr, out_ptr,
     CI, CO, H, W, Wp, x_sb, m_sb,
-    SIZE: tl.constexpr, HAS_MOD: tl.constexpr,
+    SIZE: tl.constexpr, HAS_MOD: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
     """``out[b, o-block, p-block]``: for each tap, ``w[o, t, c-block] @ (m[t] * x[c, p + d_t])``."""
@@ -413,7 +434,7 @@ def _forward_dot_kernel(
                 mask=o_ok[:, None] & c_ok[None, :],
                 other=0.0,
             ).to(tl.float32)
-            acc += tl.dot(taps, values, input_precision="ieee")
+            acc += tl.dot(taps, values, input_precision=PRECISION)
     out = out_ptr + b * CO * hw + o[:, None] * hw + p[None, :]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=o_ok[:, None] & p_ok[None, :])
 
@@ -459,7 +480,7 @@ def _forward_rank1_kernel(
 def _grad_x_dot_kernel(
     g_ptr, m_ptr, w_ptr, dx_ptr,
     CI, CO, H, W, m_sb,
-    SIZE: tl.constexpr, HAS_MOD: tl.constexpr,
+    SIZE: tl.constexpr, HAS_MOD: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_Q: tl.constexpr,
 ):  # fmt: skip
     """``dx[b, c-block, q-block]`` of the padded input: for each tap, ``w[c, t, o-block] @
@@ -497,7 +518,7 @@ def _grad_x_dot_kernel(
                 mask=c_ok[:, None] & o_ok[None, :],
                 other=0.0,
             ).to(tl.float32)
-            acc += tl.dot(taps, grads, input_precision="ieee")
+            acc += tl.dot(taps, grads, input_precision=PRECISION)
     plane = (H + SIZE - 1) * Wp
     dx = dx_ptr + b * CI * plane + c[:, None] * plane + q[None, :]
     tl.store(dx, acc.to(dx_ptr.dtype.element_ty), mask=c_ok[:, None] & q_ok[None, :])
@@ -548,7 +569,7 @@ def _grad_x_rank1_kernel(
 def _grad_m_dot_kernel(
     x_ptr, g_ptr, w_ptr, dm_ptr,
     CI, CO, H, W, Wp, x_sb, PER_MOD,
-    SIZE: tl.constexpr,
+    SIZE: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
     """``dm[n, t, p-block]``: for each tap, ``h = w[t, c-block, o-block] @ g[o-block, p]``
@@ -586,7 +607,7 @@ def _grad_m_dot_kernel(
                         mask=c_ok[:, None] & o_ok[None, :],
                         other=0.0,
                     ).to(tl.float32)
-                    h += tl.dot(taps, grads, input_precision="ieee")
+                    h += tl.dot(taps, grads, input_precision=PRECISION)
                 values = tl.load(
                     x_img + (c * plane)[:, None] + corner[None, :],
                     mask=c_ok[:, None] & p_ok[None, :],
@@ -637,7 +658,7 @@ def _grad_w_kernel(
     x_ptr, m_ptr, g_ptr, part_ptr,
     B, CI, CO, H, W, Wp, x_sb, m_sb, SHARE,
     SIZE: tl.constexpr, HAS_MOD: tl.constexpr, USE_DOT: tl.constexpr, FP64: tl.constexpr,
-    BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
     """``part[s, o-block, k-block]`` with ``k = t CI + c``: ``sum g[o, p] (m[t, p] x[c, p + d_t])``
     over every image and the pixels ``[s SHARE, (s + 1) SHARE)``, in order."""
@@ -677,7 +698,7 @@ def _grad_w_kernel(
                 scale = tl.load(m_img + m_tap[:, None] + p[None, :], mask=ok, other=0.0)
                 seen = seen * scale.to(acc.dtype)
             if USE_DOT:
-                acc += tl.dot(grads, tl.trans(seen), input_precision="ieee")
+                acc += tl.dot(grads, tl.trans(seen), input_precision=PRECISION)
             else:  # float64: the same product as a broadcast sum (tl.dot is float32 here)
                 acc += tl.sum(grads[:, None, :] * seen[None, :, :], axis=2)
     part = (
