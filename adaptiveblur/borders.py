@@ -90,15 +90,13 @@ def _read_window(
 
 def _run_source(image: torch.Tensor, run: tuple[int, int, int, int], dim: int) -> torch.Tensor:
     """What one run reads along ``dim``, in window order."""
-    _, count, source, step = run
+    read = image.narrow(dim, *_run_target(run))
+    count, step = run[1], run[3]
     if step == 0:
-        edge = image.narrow(dim, source, 1)
-        shape = list(edge.shape)
+        shape = list(read.shape)
         shape[dim] = count
-        return edge.expand(shape)
-    if step == 1:
-        return image.narrow(dim, source, count)
-    return image.narrow(dim, source - count + 1, count).flip(dim)
+        return read.expand(shape)
+    return read if step == 1 else read.flip(dim)
 
 
 def source_runs(start: int, stop: int, size: int, mode: str) -> list[tuple[int, int, int, int]]:

@@ -224,14 +224,11 @@ def _spread(planes: Planes, grad: torch.Tensor, halo: int, shape: torch.Size) ->
     return grad_input
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
 def _jit(fn):  # noqa: ANN001, ANN202 - a Triton kernel or the plain function without Triton
     return fn if triton is None else triton.jit(fn)
 
 
+_round_up = fused._round_up
 _split4 = fused._split4
 _join4 = fused._join4
 
@@ -241,6 +238,17 @@ def _weight(c, reach, d):
     """``exp(c d^2)`` for offset ``d`` (a scalar), 0 where ``|d| > reach``."""
     df = d * 1.0  # a loop index is a plain int under the interpreter
     return tl.where(tl.abs(df) <= reach, tl.exp(c * (df * df)), 0.0)
+
+
+@_jit
+def _weights4(c, reach, d):
+    """:func:`_weight` of each of a group's 4 pixels at the same offset ``d``."""
+    return (
+        _weight(c[0], reach[0], d),
+        _weight(c[1], reach[1], d),
+        _weight(c[2], reach[2], d),
+        _weight(c[3], reach[3], d),
+    )
 
 
 @_jit
@@ -397,12 +405,7 @@ def _moments_kernel(
     moment = (zero, zero, zero, zero)  # T = sum_{|d| <= r} g(d) d^2
     for d in range(1, reach + 1):
         dd = d * d * 1.0
-        g = (
-            _weight(c[0], r[0], d),
-            _weight(c[1], r[1], d),
-            _weight(c[2], r[2], d),
-            _weight(c[3], r[3], d),
-        )
+        g = _weights4(c, r, d)
         total = (
             total[0] + 2.0 * g[0],
             total[1] + 2.0 * g[1],
@@ -459,12 +462,7 @@ def _moments_kernel(
                 )
             for k in range(1, reach + 1):
                 kk = k * k * 1.0
-                gy = (
-                    _weight(c[0], r[0], k),
-                    _weight(c[1], r[1], k),
-                    _weight(c[2], r[2], k),
-                    _weight(c[3], r[3], k),
-                )
+                gy = _weights4(c, r, k)
                 gyk = (gy[0] * kk, gy[1] * kk, gy[2] * kk, gy[3] * kk)
                 up = k * src_sy
                 a0, b0 = _channel_sums(

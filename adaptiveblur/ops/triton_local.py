@@ -26,6 +26,7 @@ import math
 import torch
 
 from adaptiveblur.ops.triton import available, on_device
+from adaptiveblur.ops.triton_conv import _DTYPES, _INT32  # the dtypes and offsets both take
 
 try:
     import triton
@@ -34,8 +35,6 @@ except ImportError:  # available() then says why; nothing here runs
     triton = None
     tl = None
 
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_INT32 = 2**31 - 1
 _BLOCK = 256  # pixels per program
 _WARPS = 4
 
