@@ -71,8 +71,16 @@ def read_window(image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, mode: s
 def _read_window(
     image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, mode: str
 ) -> torch.Tensor:
-    """The window as one copy per pair of row and column runs (:func:`source_runs`)."""
+    """The window as one ``torch.nn.functional.pad`` of the part inside the image where
+    that pad can read it (:func:`_pad_amounts`), else one copy per pair of row and column
+    runs (:func:`source_runs`)."""
     height, width = image.shape[-2:]
+    amounts = _pad_amounts(image.dim(), height, width, y0, y1, x0, x1, mode)
+    if amounts is not None:
+        import torch.nn.functional as F
+
+        inside = image[..., max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
+        return F.pad(inside, amounts, mode=_TORCH_PAD[mode])
     rows = source_runs(y0, y1, height, mode)
     cols = source_runs(x0, x1, width, mode)
     shape = (*image.shape[:-2], y1 - y0, x1 - x0)
@@ -86,6 +94,31 @@ def _read_window(
                 band, col, -1
             )
     return window
+
+
+# torch.nn.functional.pad's name of each mode
+_TORCH_PAD = {"reflect": "reflect", "replicate": "replicate", "constant": "constant"}
+
+
+def _pad_amounts(
+    dims: int, height: int, width: int, y0: int, y1: int, x0: int, x1: int, mode: str
+) -> tuple[int, int, int, int] | None:
+    """``(left, right, top, bottom)`` for ``F.pad`` of the window's part inside the image,
+    or ``None`` where one pad cannot give the window: no part of it inside, ``reflect``
+    reaching farther than the part is wide (the pad then needs pixels it does not hold),
+    or a shape torch pads only by the ``constant`` mode (it pads the last two dims of 3-
+    and 4-D tensors otherwise)."""
+    top, bottom = max(0, -y0), max(0, y1 - height)
+    left, right = max(0, -x0), max(0, x1 - width)
+    rows = min(y1, height) - max(y0, 0)
+    cols = min(x1, width) - max(x0, 0)
+    if rows <= 0 or cols <= 0:
+        return None
+    if mode != "constant" and dims not in (3, 4):
+        return None
+    if mode == "reflect" and (max(top, bottom) >= rows or max(left, right) >= cols):
+        return None
+    return left, right, top, bottom
 
 
 def _run_source(image: torch.Tensor, run: tuple[int, int, int, int], dim: int) -> torch.Tensor:

@@ -85,3 +85,20 @@ def test_read_window_gradient_is_the_sum_over_the_positions_read(rng, border, he
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-12, rtol=0)
     (again,) = torch.autograd.grad(read_window(image, y0, y1, x0, x1, border), image, grad)
     assert torch.equal(got, again)
+
+
+@pytest.mark.parametrize("border", ["reflect", "replicate", "constant"])
+def test_tile_windows_with_halos_narrower_than_the_image_equal_numpy_pad(rng, border):
+    # The common case (a tile and a halo narrower than the image) is one pad of the part
+    # inside; it must read what the run-by-run copy reads, at every edge and corner.
+    height, width = int(rng.integers(9, 40)), int(rng.integers(9, 40))
+    image = rng.random((1, 2, height, width))
+    for _ in range(20):
+        halo = int(rng.integers(0, 8))
+        ty0, tx0 = int(rng.integers(0, height)), int(rng.integers(0, width))
+        ty1, tx1 = int(rng.integers(ty0 + 1, height + 1)), int(rng.integers(tx0 + 1, width + 1))
+        y0, y1, x0, x1 = ty0 - halo, ty1 + halo, tx0 - halo, tx1 + halo
+        padded = np.pad(image, ((0, 0), (0, 0), (halo, halo), (halo, halo)), NUMPY_PAD[border])
+        window = read_window(torch.from_numpy(image), y0, y1, x0, x1, border).numpy()
+        expected = padded[..., y0 + halo : y1 + halo, x0 + halo : x1 + halo]
+        np.testing.assert_array_equal(window, expected)
