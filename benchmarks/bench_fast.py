@@ -28,6 +28,14 @@ Three questions, one mode each (stdout is the table; progress goes to stderr):
     ``0.5 * ||sum_k w_k K(s_k) - K(sigma)||_1`` for pixel sigmas in ``[3.17, --max-sigma]``
     and node grids in every position (``--truncate`` picks the window rule).
 
+``--strips-bound``
+    The same proof for the levels-and-strips reference (:mod:`adaptiveblur.ops.strips`):
+    its effective kernel (:func:`strips.pixel_bound`, built from the operator's own
+    tables) against the exact one, for pixel sigmas from just above the exact path to
+    ``--strips-max-sigma``: three sigmas in every radius band (``--strips-stride`` bands
+    apart above sigma 64), the node grid in 12 positions, then a finer look at the worst.
+    ``--levels-per-octave`` picks the node density (the module's default is 5).
+
 ``--levels-per-octave N`` changes the node density for any of the above, for analysis:
 the proven bound holds for the default (5) only.
 
@@ -61,7 +69,7 @@ from _common import (  # benchmarks/_common.py, beside this script
 
 from adaptiveblur import adaptive_blur
 from adaptiveblur.borders import read_window
-from adaptiveblur.ops import levels, registry
+from adaptiveblur.ops import levels, registry, strips
 
 FAST_BACKEND = "levels"
 SIGMA_MAPS = ("luminance", "constant", "octave")
@@ -112,12 +120,28 @@ def main() -> None:
     parser.add_argument(
         "--truncate", type=float, default=3.0, help="--bound: window radius in sigmas"
     )
+    parser.add_argument(
+        "--strips-bound", action="store_true", help="proven worst case of the strips reference"
+    )
+    parser.add_argument(
+        "--strips-max-sigma", type=float, default=256.0, help="--strips-bound: largest sigma"
+    )
+    parser.add_argument(
+        "--strips-stride",
+        type=int,
+        default=4,
+        help="--strips-bound: radius bands between samples above sigma 64 (1: every band)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     # setattr: a module constant, changed for this process only.
     setattr(levels, "LEVELS_PER_OCTAVE", args.levels_per_octave)  # noqa: B010
-    if args.design:
+    if args.strips_bound:
+        run_strips_bound(
+            args.strips_max_sigma, args.truncate, args.levels_per_octave, args.strips_stride
+        )
+    elif args.design:
         run_design(args.truncate)
     elif args.bound:
         run_bound(args.max_sigma, args.truncate)
@@ -490,6 +514,79 @@ def pixel_bound(sigma: float, top: float, truncate: float) -> float:
             line = kernel(node)
             difference += weight * np.outer(line, line)
     return 0.5 * float(np.abs(difference).sum())
+
+
+def strips_sweep_sigmas(
+    max_sigma: float, truncate: float, stride: int, dense_below: float = 64.0
+) -> list[float]:
+    """Pixel sigmas (float32 values) for the strips sweep: three in each radius band.
+
+    Each band ``R`` (``sigma`` in ``[(R - 1/2), (R + 1/2)) / truncate``) from the first
+    above the exact path gets its first float32 sigma, its middle and its last float32
+    sigma; above ``dense_below`` only every ``stride``-th band (and the last).
+    """
+    first = levels.EXACT_RADIUS + 1
+    last = math.floor(truncate * max_sigma + 0.5)
+    values: list[float] = []
+    for radius in range(first, last + 1):
+        low, high = (radius - 0.5) / truncate, (radius + 0.5) / truncate
+        if low > dense_below and (radius - first) % stride and radius != last:
+            continue
+        for value in (low, 0.5 * (low + high), high):
+            value32 = np.float32(value)
+            while math.floor(truncate * float(value32) + 0.5) < radius:
+                value32 = np.nextafter(value32, np.float32(np.inf))
+            while math.floor(truncate * float(value32) + 0.5) > radius:
+                value32 = np.nextafter(value32, np.float32(0))
+            if float(value32) <= max_sigma:
+                values.append(float(value32))
+    return values
+
+
+def run_strips_bound(max_sigma: float, truncate: float, per_octave: int, stride: int) -> None:
+    """``sup`` over images in [0, 1] of |strips - exact|, swept over sigma and node grid."""
+    ratio = 2.0 ** (1.0 / per_octave)
+    lowest = (levels.EXACT_RADIUS + 0.5) / truncate
+    edges = [lowest, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
+    edges = [edge for edge in edges if edge < max_sigma] + [max_sigma]
+    worst = np.zeros(len(edges) - 1)
+    sigmas = strips_sweep_sigmas(max_sigma, truncate, stride)
+    grid = [(steps, phase) for steps in (0, 1, 2) for phase in (0.0, 0.25, 0.5, 0.75)]
+    log(f"{len(sigmas)} pixel sigmas x {len(grid)} grid positions, then the 12 worst up close")
+    peaks: list[tuple[float, float, float]] = []  # (bound, sigma, top)
+
+    def record(sigma_value: float, top: float) -> None:
+        top = float(np.float32(max(top, sigma_value)))
+        nodes = strips.node_sigmas(sigma_value, top, per_octave)
+        peaks.append((strips.pixel_bound(sigma_value, nodes, truncate), sigma_value, top))
+
+    for index, sigma_value in enumerate(sigmas):
+        if index % 200 == 0:
+            log(f"sigma {sigma_value:.2f}")
+        for steps, phase in grid:
+            record(sigma_value, sigma_value * ratio ** (steps + phase))
+    peaks.sort(reverse=True)
+    for _, sigma_value, top in peaks[:12]:  # the sup may sit between samples: look closer
+        for top_scale in np.linspace(ratio ** (-1 / 8), ratio ** (1 / 8), 9):
+            record(sigma_value, top * top_scale)
+    for value, sigma_value, _ in peaks:
+        bin_index = int(np.searchsorted(edges, sigma_value, side="right")) - 1
+        worst[min(max(bin_index, 0), len(worst) - 1)] = max(
+            worst[min(max(bin_index, 0), len(worst) - 1)], value
+        )
+    best = max(peaks)
+    print(
+        f"strips: proven max |fast - exact| over all images in [0, 1], truncate {truncate:g}, "
+        f"{per_octave} levels per octave, poles {strips.POLE_RATES}, "
+        f"{strips.TABLE_STEPS} table steps per radius (LSB = 1/255):"
+    )
+    for index, value in enumerate(worst):
+        print(f"  sigma in [{edges[index]:6.2f}, {edges[index + 1]:6.2f}): {value * 255:.4f} LSB")
+    print(f"  sigma below {lowest:.2f}: exact (float rounding only)")
+    print(
+        f"largest: {best[0] * 255:.4f} LSB at sigma {best[1]:.4f}, top {best[2]:.4f}; "
+        f"{len(peaks)} kernels; ERROR_BOUND = {strips.ERROR_BOUND * 255:.3f} LSB"
+    )
 
 
 def run_design(truncate: float) -> None:

@@ -1,0 +1,397 @@
+"""Reference for the "levels + strips" fast method: untruncated levels, truncation restored per pixel.
+
+The exact operator at a pixel ``p`` with sigma ``s`` and radius ``R = floor(truncate * s
++ 0.5)`` is the separable kernel ``(g 1_R) x (g 1_R) / N**2``, where ``g`` is the sampled
+Gaussian of ``s`` normalised over all integers and ``N`` its mass on ``|d| <= R``. By
+inclusion-exclusion on the square ``|dx|, |dy| <= R``::
+
+    (g 1_R) x (g 1_R) = g x g  -  (g 1_{dx>R} + g 1_{dx<-R}) x g  -  g x (g 1_{dy>R} + g 1_{dy<-R})
+                        +  corners (both |dx| and |dy| > R)
+
+This module applies, for every pixel with ``R > EXACT_RADIUS``::
+
+    out(p) = sum_k w_k(s) [ U_k(p) - sum_m a_km (Ex_km(x+R+1) + Ex_km(R+1-x) + Ey_km(y+R+1) + Ey_km(R+1-y)) ]
+             / (1 - 4 sum_k w_k sum_m a_km / (1 - z_km))
+
+- ``U_k``: the image blurred with the *untruncated* sampled Gaussian of node ``s_k``.
+- ``w_k``: cubic Lagrange weights in ``log(s)`` over four nodes (:func:`node_sigmas`,
+  :func:`adaptiveblur.ops.levels.stencil_weights`).
+- ``Ex_km(u) = sum_{t >= 0} z_km**t Yk(u + t)`` along x, where ``Yk`` is the image blurred
+  along y only at ``s_k``; ``Ey_km`` is the same with the axes swapped. The strips beyond
+  the window edge are then one read per pole, at the pixel's own offset ``R + 1``; the left
+  (top) strip reads ``Ex`` at ``R + 1 - x`` because the mirrored image is even.
+- ``z_km = exp(-c_m / s_k)`` with :data:`POLE_RATES` ``c_m``; ``a_km`` fit the tail
+  ``g_s(R + 1 + t), t >= 0`` by least squares, tabulated per radius (:func:`tail_coefficients`).
+- The corners are dropped; the denominator makes the kernel's mass exactly 1 (a constant
+  image stays constant).
+
+Borders: mirrored (torch ``reflect``, scipy ``mirror``) only. Every image above is
+computed by FFT over one period ``2 n - 2`` of the mirrored extension, so the operator is
+exactly the infinite-plane operator applied to the mirrored extension (see
+``docs/strips_method.md``). Pixels with ``0 < R <= EXACT_RADIUS`` are computed exactly by
+:func:`adaptiveblur.ops.small_exact.blur_exact_small`; ``R = 0`` pixels are copied.
+
+Cost per pixel does not depend on sigma apart from the node count (``log(sigma)``): per
+node one main image and ``2 * len(POLE_RATES)`` strip images (FFT here, recursions in a
+fused kernel) and, per pixel, 4 stencil nodes x (1 + 4 x 3) reads. This reference is
+plain torch on CPU (float32 or float64 images; per-pixel coefficients in float64).
+
+The effective kernel of one pixel, built from the same functions (:func:`pixel_kernel`),
+gives the proven bound :data:`ERROR_BOUND` (``python benchmarks/bench_fast.py
+--strips-bound``). Derivation and measurements: ``docs/strips_method.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+from adaptiveblur.borders import read_window
+from adaptiveblur.errors import InvalidParameterError
+from adaptiveblur.kernels import DEFAULT_TRUNCATE, radius_map
+from adaptiveblur.ops.levels import EXACT_RADIUS, stencil_weights
+from adaptiveblur.ops.small_exact import blur_exact_small
+from adaptiveblur.ops.tile import TileInput
+
+LEVELS_PER_OCTAVE = 5  # node density; the bound below is proven for 5 (and printed for 4)
+POLE_RATES = (2.5, 4.0, 7.0)  # strip poles z = exp(-c / s_k) for each node s_k
+TABLE_STEPS = 4  # least-squares tail fits per radius band, linearly interpolated in sigma
+# Proven max |fast - exact| for images in [0, 1], truncate 3, 5 levels per octave, pixel
+# sigmas up to 256 (``bench_fast.py --strips-bound``); a ceiling over the printed maximum.
+ERROR_BOUND = 0.1 / 255
+
+_STENCIL = 4  # cubic Lagrange in log(sigma), as in adaptiveblur.ops.levels
+_POISSON_TERMS = 3  # aliases m = -3..3 in the Gaussian's spectrum (ample for s >= 1)
+
+
+def strips_blur(
+    image: torch.Tensor,
+    sigma: torch.Tensor,
+    truncate: float = DEFAULT_TRUNCATE,
+    levels_per_octave: int = LEVELS_PER_OCTAVE,
+) -> torch.Tensor:
+    """Blur ``image`` with per-pixel ``sigma`` within :data:`ERROR_BOUND` of the exact blur.
+
+    Args:
+        image: ``(B, C, H, W)`` float32 or float64, on the CPU.
+        sigma: ``(B, 1, H, W)`` or ``(1, 1, H, W)`` per-pixel sigma in pixels, finite, ``>= 0``.
+        truncate: window radius in sigmas (``R = floor(truncate * sigma + 0.5)``), ``> 0``.
+        levels_per_octave: node density (the bound is proven for the default).
+
+    Returns:
+        ``(B, C, H, W)`` in ``image``'s dtype; mirrored borders.
+
+    Raises:
+        InvalidParameterError: wrong ranks, shapes, dtypes, a non-finite or negative sigma, or
+            ``truncate <= 0`` / ``levels_per_octave < 1``.
+    """
+    _check(image, sigma, truncate, levels_per_octave)
+    batch, _, height, width = image.shape
+    sigma = sigma.expand(batch, 1, height, width).to(torch.float64)
+    radius = radius_map(sigma, truncate)
+    output = image.clone()  # radius 0: as is
+    small = (radius > 0) & (radius <= EXACT_RADIUS)
+    large = radius > EXACT_RADIUS
+    if bool(small.any()):
+        reach = int(radius[small].max())
+        padded = read_window(image, -reach, height + reach, -reach, width + reach, "reflect")
+        tile = TileInput(
+            padded.contiguous(),
+            sigma.to(image.dtype),
+            torch.where(small, radius, 0),
+            reach,
+            truncate=truncate,
+        )
+        blur_exact_small(tile, reach, output)
+    if bool(large.any()):
+        lowest = float(sigma[large].min())
+        highest = float(sigma[large].max())
+        nodes = node_sigmas(lowest, highest, levels_per_octave)
+        blurred = _large_blur(image, sigma, radius, large, nodes, truncate)
+        output = torch.where(large, blurred, output)
+    return output
+
+
+def node_sigmas(lowest: float, highest: float, per_octave: int = LEVELS_PER_OCTAVE) -> list[float]:
+    """Ascending node sigmas for pixel sigmas in ``[lowest, highest]``.
+
+    As :func:`adaptiveblur.ops.levels.level_sigmas` with ``per_octave`` nodes per
+    octave: ``highest``, then ``highest * 2**(-(k + 1/2) / per_octave)`` down to the
+    first node below ``lowest`` and one more; at least four nodes.
+    """
+    ratio = 2.0 ** (1.0 / per_octave)
+    nodes = [highest, highest / math.sqrt(ratio)]
+    while nodes[-1] > lowest:
+        nodes.append(nodes[-1] / ratio)
+    for _ in range(_STENCIL // 2 - 1):
+        nodes.append(nodes[-1] / ratio)
+    while len(nodes) < _STENCIL:
+        nodes.append(nodes[-1] / ratio)
+    return nodes[::-1]
+
+
+def poles(node: float) -> np.ndarray:
+    """The strip poles of node sigma ``node``: ``exp(-c / node)`` for ``c`` in :data:`POLE_RATES`."""
+    return np.exp(-np.asarray(POLE_RATES, dtype=np.float64) / node)
+
+
+def gaussian_mass(sigma: float) -> float:
+    """``sum_{d in Z} exp(-d^2 / (2 sigma^2))`` (Poisson summation, exact to rounding)."""
+    m = np.arange(1, _POISSON_TERMS + 1)
+    return (
+        sigma
+        * math.sqrt(2 * math.pi)
+        * (1.0 + 2.0 * float(np.exp(-2 * (math.pi * sigma * m) ** 2).sum()))
+    )
+
+
+@functools.lru_cache(maxsize=65536)
+def _tail_table(node: float, radius: int, truncate: float) -> np.ndarray:
+    """Least-squares coefficients ``(TABLE_STEPS + 1, M)`` of the tail at ``radius``.
+
+    Row ``q`` is for ``s_q = lo + q (hi - lo) / TABLE_STEPS`` over the radius band
+    ``[lo, hi] = [(R - 1/2), (R + 1/2)] / truncate``: the ``a`` minimising
+    ``sum_{t >= 0} (g_s(R + 1 + t) - sum_m a_m z_m**t)**2`` (Gram matrix in closed form).
+    """
+    z = poles(node)
+    lo, hi = (radius - 0.5) / truncate, (radius + 0.5) / truncate
+    gram = 1.0 / (1.0 - z[:, None] * z[None, :])
+    steps = np.arange(TABLE_STEPS + 1)
+    sigmas = lo + (hi - lo) * steps / TABLE_STEPS
+    length = int(math.ceil(max(12.0 * hi, 40.0 * node / min(POLE_RATES)))) + 16
+    t = np.arange(length, dtype=np.float64)
+    d = radius + 1 + t
+    tails = np.exp(-(d[None, :] ** 2) / (2.0 * sigmas[:, None] ** 2))
+    tails /= np.array([gaussian_mass(s) for s in sigmas])[:, None]
+    basis = z[None, :] ** t[:, None]  # (length, M)
+    rhs = tails @ basis  # (Q + 1, M)
+    return np.linalg.solve(gram, rhs.T).T
+
+
+def tail_coefficients(
+    sigma: np.ndarray, radius: np.ndarray, node: float, truncate: float
+) -> np.ndarray:
+    """Each pixel's strip coefficients ``a_m`` for node ``node``: ``(len(sigma), M)`` float64.
+
+    Linear interpolation in sigma of :func:`_tail_table` within the pixel's radius band
+    (a sigma rounded just outside its band is clamped to the band's end).
+    """
+    sigma = np.asarray(sigma, dtype=np.float64).reshape(-1)
+    radius = np.asarray(radius, dtype=np.int64).reshape(-1)
+    out = np.empty((sigma.size, len(POLE_RATES)))
+    for value in np.unique(radius):
+        chosen = radius == value
+        table = _tail_table(float(node), int(value), float(truncate))
+        lo, hi = (value - 0.5) / truncate, (value + 0.5) / truncate
+        u = np.clip((sigma[chosen] - lo) / (hi - lo) * TABLE_STEPS, 0.0, TABLE_STEPS)
+        first = np.minimum(np.floor(u).astype(np.int64), TABLE_STEPS - 1)
+        frac = (u - first)[:, None]
+        out[chosen] = (1.0 - frac) * table[first] + frac * table[first + 1]
+    return out
+
+
+def pixel_kernel(
+    sigma: float, nodes: list[float], truncate: float, reach: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The effective 1-D factors of one pixel's kernel, for the bound and the tests.
+
+    Built from the functions the operator uses (:func:`adaptiveblur.ops.levels.stencil_weights`
+    in float64, :func:`tail_coefficients`, :func:`poles`); offsets ``-reach..reach``.
+
+    Returns:
+        ``(rows, cols, scale)``: the kernel is ``scale * sum_j rows[j] (x) cols[j]``
+        (``rows`` and ``cols`` are ``(J, 2 reach + 1)``, ``rows`` along y).
+    """
+    s = torch.tensor([[[[sigma]]]], dtype=torch.float64)
+    start, weights = stencil_weights(s, nodes)
+    first = int(start.flatten()[0])
+    radius = int(radius_map(s, truncate).flatten()[0])
+    d = np.arange(-reach, reach + 1, dtype=np.float64)
+    beyond = np.abs(d) - (radius + 1)  # t at the strip's offsets, negative inside
+    rows, cols = [], []
+    mass = 0.0
+    for i in range(_STENCIL):
+        weight = float(weights[i].flatten()[0])
+        node = nodes[first + i]
+        gauss = np.exp(-(d * d) / (2.0 * node * node)) / gaussian_mass(node)
+        coefficients = tail_coefficients(np.array([sigma]), np.array([radius]), node, truncate)[0]
+        z = poles(node)
+        strip = np.zeros_like(d)
+        outside = beyond >= 0
+        for a, pole in zip(coefficients, z, strict=True):
+            strip[outside] += a * pole ** beyond[outside]
+            mass += weight * a / (1.0 - pole)
+        rows += [weight * gauss, -weight * gauss, -weight * strip]
+        cols += [gauss, strip, gauss]
+    return np.stack(rows), np.stack(cols), 1.0 / (1.0 - 4.0 * mass)
+
+
+def exact_kernel_1d(sigma: float, truncate: float, reach: int) -> np.ndarray:
+    """The exact operator's normalised 1-D factor on ``-reach..reach`` (its kernel is its square)."""
+    radius = math.floor(truncate * sigma + 0.5)
+    d = np.arange(-reach, reach + 1, dtype=np.float64)
+    taps = np.exp(-(d * d) / (2.0 * sigma * sigma)) * (np.abs(d) <= radius)
+    return taps / taps.sum()
+
+
+def pixel_bound(sigma: float, nodes: list[float], truncate: float = DEFAULT_TRUNCATE) -> float:
+    """``sup`` over images in [0, 1] of ``|strips - exact|`` at a pixel of ``sigma``.
+
+    ``0.5 ||D||_1 + 0.5 |sum D|`` with ``D`` the effective kernel (:func:`pixel_kernel`)
+    minus the exact one, on a box reaching ``R + 1 + 6 max(node)``, plus an upper bound of
+    the effective kernel's l1 mass outside the box (computed from its 1-D factors on a
+    box three times as wide).
+    """
+    radius = math.floor(truncate * sigma + 0.5)
+    start, _ = stencil_weights(torch.tensor([[[[sigma]]]], dtype=torch.float64), nodes)
+    first = int(start.flatten()[0])
+    reach = radius + 1 + int(math.ceil(6.0 * nodes[first + _STENCIL - 1]))
+    wide = 3 * reach
+    rows, cols, scale = pixel_kernel(sigma, nodes, truncate, wide)
+    inner = slice(wide - reach, wide + reach + 1)
+    # Outside the box: |sum_j r_j x c_j| <= sum_j (|r_j|_1 |c_j|_1 - |r_j|_in |c_j|_in).
+    whole = np.abs(rows).sum(1) * np.abs(cols).sum(1)
+    inside = np.abs(rows[:, inner]).sum(1) * np.abs(cols[:, inner]).sum(1)
+    outside = abs(scale) * float((whole - inside).sum())
+    # Inside: one quadrant (the kernel is even in x and in y), each cell counted by multiplicity.
+    quarter = slice(wide, wide + reach + 1)
+    r, c = rows[:, quarter], cols[:, quarter]
+    effective = scale * np.einsum("ji,jk->ik", r, c)
+    exact = exact_kernel_1d(sigma, truncate, reach)[reach:]
+    difference = effective - np.outer(exact, exact)
+    multiplicity = np.full(reach + 1, 2.0)
+    multiplicity[0] = 1.0
+    weighted = difference * multiplicity[:, None] * multiplicity[None, :]
+    total = float(weighted.sum())
+    return 0.5 * (float(np.abs(weighted).sum()) + outside) + 0.5 * (abs(total) + outside)
+
+
+def _large_blur(
+    image: torch.Tensor,
+    sigma: torch.Tensor,
+    radius: torch.Tensor,
+    large: torch.Tensor,
+    nodes: list[float],
+    truncate: float,
+) -> torch.Tensor:
+    """The levels-and-strips operator at every pixel (meaningful where ``large``).
+
+    ``sigma`` is ``(B, 1, H, W)`` float64, ``radius`` its radii. Returns ``(B, C, H, W)``.
+    """
+    dtype = image.dtype
+    height, width = image.shape[-2:]
+    extended = _mirror_period(image)
+    period_y, period_x = extended.shape[-2:]
+    spectrum = torch.fft.rfft2(extended)
+    start, weights = stencil_weights(sigma, nodes)
+    ys = torch.arange(height).view(1, 1, -1, 1)
+    xs = torch.arange(width).view(1, 1, 1, -1)
+    shift = radius + 1
+    read_right = torch.remainder(xs + shift, period_x).expand(image.shape)
+    read_left = torch.remainder(shift - xs, period_x).expand(image.shape)
+    read_down = torch.remainder(ys + shift, period_y).expand(image.shape)
+    read_up = torch.remainder(shift - ys, period_y).expand(image.shape)
+    total = torch.zeros(image.shape, dtype=dtype)
+    mass = torch.zeros(sigma.shape, dtype=torch.float64)
+    sigma_large, radius_large = sigma[large].numpy(), radius[large].numpy()
+    for k, node in enumerate(nodes):
+        weight = torch.zeros_like(sigma)
+        for i in range(_STENCIL):
+            weight = torch.where(start + i == k, weights[i], weight)
+        weight = torch.where(large, weight, 0.0)
+        if not bool((weight != 0).any()):
+            continue
+        coefficients = torch.zeros((len(POLE_RATES),) + tuple(sigma.shape), dtype=torch.float64)
+        table = tail_coefficients(sigma_large, radius_large, node, truncate)
+        coefficients[:, large] = torch.from_numpy(table.T.copy())
+        gauss_y = _gaussian_spectrum(node, period_y, onesided=False).to(dtype)
+        gauss_x = _gaussian_spectrum(node, period_x, onesided=True).to(dtype)
+        main = torch.fft.irfft2(spectrum * torch.outer(gauss_y, gauss_x), s=(period_y, period_x))
+        level = main[..., :height, :width]
+        strip = torch.zeros_like(level)
+        along_y = spectrum * gauss_y[:, None]  # blurred along y: the horizontal strips' profile
+        along_x = spectrum * gauss_x[None, :]
+        for m, pole in enumerate(poles(node)):
+            a = coefficients[m].to(dtype)
+            recursion_x = _geometric_spectrum(float(pole), period_x, onesided=True)
+            e_x = torch.fft.irfft2(
+                along_y * recursion_x.to(spectrum.dtype)[None, :], s=(period_y, period_x)
+            )
+            e_x = e_x[..., :height, :]
+            strip += a * (torch.gather(e_x, -1, read_right) + torch.gather(e_x, -1, read_left))
+            recursion_y = _geometric_spectrum(float(pole), period_y, onesided=False)
+            e_y = torch.fft.irfft2(
+                along_x * recursion_y.to(spectrum.dtype)[:, None], s=(period_y, period_x)
+            )
+            e_y = e_y[..., :, :width]
+            strip += a * (torch.gather(e_y, -2, read_down) + torch.gather(e_y, -2, read_up))
+            mass += weight * coefficients[m] / (1.0 - float(pole))
+        total += weight.to(dtype) * (level - strip)
+    return total / (1.0 - 4.0 * mass).to(dtype)
+
+
+def _mirror_period(image: torch.Tensor) -> torch.Tensor:
+    """One period of the mirrored extension along both axes: ``(B, C, Py, Px)``, ``P = max(2n - 2, 1)``."""
+    for dim in (-2, -1):
+        size = image.shape[dim]
+        if size > 2:
+            image = torch.cat([image, image.flip(dim).narrow(dim, 1, size - 2)], dim)
+    return image
+
+
+def _frequencies(period: int, onesided: bool) -> torch.Tensor:
+    """Frequencies in cycles per pixel of a length-``period`` FFT, folded into ``[-1/2, 1/2)``."""
+    count = period // 2 + 1 if onesided else period
+    nu = torch.arange(count, dtype=torch.float64) / period
+    return nu - torch.round(nu)
+
+
+def _gaussian_spectrum(node: float, period: int, onesided: bool) -> torch.Tensor:
+    """DFT (real, float64) of the normalised untruncated sampled Gaussian folded onto ``period``.
+
+    Poisson summation: ``sum_m exp(-2 pi^2 s^2 (nu - m)^2)`` divided by its value at ``nu = 0``.
+    """
+    nu = _frequencies(period, onesided)
+    m = torch.arange(-_POISSON_TERMS, _POISSON_TERMS + 1, dtype=torch.float64)
+    factor = -2.0 * (math.pi * node) ** 2
+    values = torch.exp(factor * (nu[:, None] - m[None, :]) ** 2).sum(1)
+    return values / torch.exp(factor * m * m).sum()
+
+
+def _geometric_spectrum(pole: float, period: int, onesided: bool) -> torch.Tensor:
+    """Multiplier (complex128) of ``E(u) = sum_{t >= 0} pole**t Y(u + t)`` on a ``period``-periodic ``Y``."""
+    count = period // 2 + 1 if onesided else period
+    angle = 2.0 * math.pi * torch.arange(count, dtype=torch.float64) / period
+    return 1.0 / (1.0 - pole * torch.polar(torch.ones_like(angle), angle))
+
+
+def _check(image: torch.Tensor, sigma: torch.Tensor, truncate: float, per_octave: int) -> None:
+    """Raise ``ValueError`` unless the arguments fit :func:`strips_blur`."""
+    if image.dim() != 4 or sigma.dim() != 4:
+        raise InvalidParameterError(
+            f"expected 4-D image and sigma, got {image.dim()} and {sigma.dim()} dims"
+        )
+    batch, _, height, width = image.shape
+    if (
+        sigma.shape[1] != 1
+        or sigma.shape[0] not in (1, batch)
+        or sigma.shape[2:] != (height, width)
+    ):
+        raise InvalidParameterError(
+            f"expected sigma of shape (B|1, 1, {height}, {width}), got {tuple(sigma.shape)}"
+        )
+    if image.dtype not in (torch.float32, torch.float64) or not sigma.is_floating_point():
+        raise InvalidParameterError(
+            f"expected a float32/float64 image and float sigma, got {image.dtype}, {sigma.dtype}"
+        )
+    if image.device.type != "cpu" or sigma.device.type != "cpu":
+        raise InvalidParameterError("strips_blur is a CPU reference: expected CPU tensors")
+    if not bool(torch.isfinite(sigma).all()) or bool((sigma < 0).any()):
+        raise InvalidParameterError("expected finite sigma >= 0")
+    if not (math.isfinite(truncate) and truncate > 0) or per_octave < 1:
+        raise InvalidParameterError(
+            f"expected truncate > 0 and levels_per_octave >= 1, got {truncate}, {per_octave}"
+        )

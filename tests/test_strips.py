@@ -1,0 +1,148 @@
+"""The levels-and-strips reference (adaptiveblur.ops.strips) against independent float64 oracles."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from adaptiveblur.ops import strips
+from tests.oracle import loop_blur, scipy_blur
+
+BOUND = strips.ERROR_BOUND
+ROUNDING = {torch.float64: 1e-9, torch.float32: 2e-6}  # float arithmetic on top of the bound
+
+
+def run(image: np.ndarray, sigma: np.ndarray, dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """``strips_blur`` of ``image (C, H, W)`` with ``sigma (H, W)``, as float64 ``(C, H, W)``."""
+    out = strips.strips_blur(
+        torch.tensor(image, dtype=dtype)[None], torch.tensor(sigma, dtype=torch.float32)[None, None]
+    )
+    return out[0].double().numpy()
+
+
+def reference(image: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """The exact operator in float64 at the float32 sigmas the operator sees."""
+    return loop_blur(image, sigma.astype(np.float32).astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    ("height", "width", "top"),
+    [(1, 1, 6.0), (7, 13, 8.0), (5, 4, 20.0), (23, 19, 12.0)],  # (5, 4): radius >> image
+)
+def test_random_varying_sigma(
+    rng: np.random.Generator, dtype: torch.dtype, height: int, width: int, top: float
+) -> None:
+    image = rng.random((2, height, width))
+    sigma = rng.uniform(0.0, top, (height, width))
+    error = np.abs(run(image, sigma, dtype) - reference(image, sigma)).max()
+    assert error <= BOUND + ROUNDING[dtype]
+
+
+def adversarial(size: int) -> dict[str, np.ndarray]:
+    y, x = np.mgrid[0:size, 0:size]
+    centre = size // 2
+    return {
+        "step": (x >= centre).astype(float),
+        "dot": ((x == centre) & (y == centre)).astype(float),
+        "check": ((x // 5 + y // 5) % 2).astype(float),
+        "rings": (np.maximum(abs(y - centre), abs(x - centre)) % 2).astype(float),
+    }
+
+
+@pytest.mark.parametrize("kind", ["constant", "step", "ramp"])
+def test_adversarial_patterns(rng: np.random.Generator, kind: str) -> None:
+    size = 41
+    images = adversarial(size)
+    y, x = np.mgrid[0:size, 0:size]
+    if kind == "constant":
+        sigma = np.full((size, size), rng.uniform(3.3, 9.0))
+    elif kind == "step":  # a sigma step across the image's own edge
+        sigma = np.where(x + y >= size, rng.uniform(5.0, 9.0), rng.uniform(3.3, 5.0))
+    else:
+        sigma = 3.2 + 6.0 * (x + 2 * y) / (3 * size - 3)
+    image = np.stack(list(images.values()))
+    error = np.abs(run(image, sigma) - reference(image, sigma)).max()
+    assert error <= BOUND + ROUNDING[torch.float64]
+
+
+def test_photo_sized_constant_sigmas_against_scipy(rng: np.random.Generator) -> None:
+    """~200 x 150 with a constant sigma: exact is scipy's separable filter (mirror)."""
+    image = rng.random((1, 151, 199))
+    for value in (3.2, rng.uniform(4.0, 40.0)):
+        sigma = np.full((151, 199), value)
+        expected = scipy_blur(image, float(np.float32(value)))
+        error = np.abs(run(image, sigma, torch.float32) - expected).max()
+        assert error <= BOUND + ROUNDING[torch.float32]
+
+
+def test_large_image_varying_sigma_on_a_sample(rng: np.random.Generator) -> None:
+    """~200 x 150, sigma up to 16 with steps; checked against the loop oracle on a few pixels."""
+    height, width = 150, 200
+    image = (rng.random((1, height, width)) > 0.5).astype(float)  # binary noise: large errors
+    sigma = np.where(np.arange(width)[None, :] < 90, 5.0, 15.0) * np.ones((height, 1))
+    sigma[60:, :] *= 0.7
+    out = run(image, sigma, torch.float32)
+    picks = [(0, 0), (59, 89), (60, 90), (149, 199), (75, 100), (10, 180)]
+    for y, x in picks:
+        one = np.zeros_like(sigma)
+        one[y, x] = sigma[y, x]
+        # loop_blur pads by the largest radius: give it only this pixel's sigma.
+        expected = loop_blur(image, one.astype(np.float32).astype(np.float64))[:, y, x]
+        assert abs(out[0, y, x] - expected[0]) <= BOUND + ROUNDING[torch.float32]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_constant_image_stays_constant(rng: np.random.Generator, dtype: torch.dtype) -> None:
+    value = rng.random()
+    sigma = rng.uniform(0.0, 30.0, (37, 29))
+    out = run(np.full((1, 37, 29), value), sigma, dtype)
+    assert np.abs(out - value).max() <= ROUNDING[dtype]
+
+
+@pytest.mark.parametrize(("sigma", "top"), [(3.3, 3.3), (5.3, 6.1), (6.7, 9.0)])
+def test_impulse_response_is_the_proven_kernel(sigma: float, top: float) -> None:
+    """The operator on an impulse equals :func:`strips.pixel_kernel`: the proof's kernel."""
+    size, reach = 151, 30
+    centre = size // 2
+    image = torch.zeros(1, 1, size, size, dtype=torch.float64)
+    image[0, 0, centre, centre] = 1.0
+    sigma_map = torch.full((1, 1, size, size), sigma, dtype=torch.float64)
+    sigma_map[0, 0, 0, 0] = top  # places the node grid, far from the impulse
+    out = strips.strips_blur(image, sigma_map)[0, 0].numpy()
+    rows, cols, scale = strips.pixel_kernel(sigma, strips.node_sigmas(sigma, top), 3.0, reach)
+    kernel = scale * np.einsum("ji,jk->ik", rows, cols)
+    window = slice(centre - reach, centre + reach + 1)
+    assert np.abs(out[window, window][::-1, ::-1] - kernel).max() < 1e-14
+
+
+def test_bound_constant_covers_a_coarse_sweep() -> None:
+    """``pixel_bound`` on a coarse subset of the proof's sweep stays under ERROR_BOUND."""
+    ratio = 2.0 ** (1.0 / strips.LEVELS_PER_OCTAVE)
+    worst = 0.0
+    for sigma in (3.1668, 3.5, 4.49, 7.2, 11.83, 23.5):
+        sigma = float(np.float32(sigma))
+        for steps, phase in ((0, 0.0), (0, 0.5), (1, 0.25), (2, 0.75)):
+            top = float(np.float32(sigma * ratio ** (steps + phase)))
+            worst = max(worst, strips.pixel_bound(sigma, strips.node_sigmas(sigma, top)))
+    assert 0.0 < worst <= BOUND
+
+
+def test_bound_detects_a_wrong_kernel() -> None:
+    """The bound machinery is not vacuous: nodes too sparse to interpolate break it."""
+    sigma = 7.0
+    nodes = [sigma / 4, sigma / 2, sigma * 1.5, sigma * 3]
+    assert strips.pixel_bound(sigma, nodes) > 4 * BOUND
+
+
+def test_rejects_bad_arguments() -> None:
+    image = torch.zeros(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="sigma of shape"):
+        strips.strips_blur(image, torch.ones(1, 1, 4, 5))
+    with pytest.raises(ValueError, match="finite sigma"):
+        strips.strips_blur(image, torch.full((1, 1, 4, 4), math.nan))
+    with pytest.raises(ValueError, match="truncate"):
+        strips.strips_blur(image, torch.ones(1, 1, 4, 4), truncate=0.0)
