@@ -150,8 +150,8 @@ def source_runs(start: int, stop: int, size: int, mode: str) -> list[tuple[int, 
             folded = position % period
             if folded < size - 1:  # rising: sources folded .. size - 1
                 source, step, count = folded, 1, size - folded
-            else:  # falling: sources period - folded .. 0
-                source, step, count = period - folded, -1, period - folded + 1
+            else:  # falling: sources period - folded .. 1 (source 0 starts the next rise)
+                source, step, count = period - folded, -1, period - folded
         elif mode == "reflect" or position >= size:  # a one-pixel axis, or past the end
             source, step, count = min(size - 1, max(position, 0)), 0, stop - position
         elif position < 0:
@@ -178,10 +178,25 @@ def fold_window(
     """
     import torch
 
-    folded = torch.zeros((*grad.shape[:-2], *size), dtype=grad.dtype, device=grad.device)
+    # A pair of runs that reads the whole image once, in order, starts the sum (a copy
+    # instead of zeros plus an addition); the other pairs are added in their fixed order.
+    whole = [
+        (row, col)
+        for row in rows
+        for col in cols
+        if row[1:] == (size[0], 0, 1) and col[1:] == (size[1], 0, 1)
+    ]
+    if whole:
+        row, col = whole[0]
+        part = grad.narrow(-2, row[0], size[0]).narrow(-1, col[0], size[1])
+        folded = part.clone(memory_format=torch.contiguous_format)  # never grad's storage
+    else:
+        folded = torch.zeros((*grad.shape[:-2], *size), dtype=grad.dtype, device=grad.device)
     for row in rows:
         band = _run_part(grad, row, -2)
         for col in cols:
+            if whole and (row, col) == whole[0]:
+                continue
             part = _run_part(band, col, -1)
             folded.narrow(-2, *_run_target(row)).narrow(-1, *_run_target(col)).add_(part)
     return folded
