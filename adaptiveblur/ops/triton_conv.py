@@ -155,7 +155,7 @@ def plan(
         forward = Blocks(32, _MIN_DOT, 128, True, num_stages=2, precision=precision)
         grad_x = Blocks(32, _MIN_DOT, 128, True, precision=precision)
     elif dot and narrow >= _MIN_DOT and precision != "ieee":
-        forward = Blocks(_MIN_DOT, _MIN_DOT, 256, True, precision=precision)
+        forward = Blocks(_MIN_DOT, _MIN_DOT, 128, True, num_stages=2, precision=precision)
         grad_x = _rank1(channels, dtype)
     else:
         forward = _rank1(out_channels, dtype)
