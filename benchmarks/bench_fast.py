@@ -35,6 +35,9 @@ Three questions, one mode each (stdout is the table; progress goes to stderr):
     ``--strips-max-sigma``: three sigmas in every radius band (``--strips-stride`` bands
     apart above sigma 64), the node grid in 12 positions, then a finer look at the worst.
     ``--levels-per-octave`` picks the node density (the module's default is 5).
+    ``--strips-main pyramid`` proves the operator with its main term on the pyramid
+    (``strips_blur(..., main="pyramid")``): each kernel's bound gains the pyramid's
+    deviation from the untruncated Gaussian (:func:`strips.pyramid_error`, every phase).
 
 ``--levels-per-octave N`` changes the node density for any of the above, for analysis:
 the proven bound holds for the default (5) only.
@@ -132,6 +135,12 @@ def main() -> None:
         default=4,
         help="--strips-bound: radius bands between samples above sigma 64 (1: every band)",
     )
+    parser.add_argument(
+        "--strips-main",
+        choices=strips.MAIN_TERMS,
+        default="fft",
+        help="--strips-bound: how the main term is computed (fft or pyramid)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,7 +148,11 @@ def main() -> None:
     setattr(levels, "LEVELS_PER_OCTAVE", args.levels_per_octave)  # noqa: B010
     if args.strips_bound:
         run_strips_bound(
-            args.strips_max_sigma, args.truncate, args.levels_per_octave, args.strips_stride
+            args.strips_max_sigma,
+            args.truncate,
+            args.levels_per_octave,
+            args.strips_stride,
+            args.strips_main,
         )
     elif args.design:
         run_design(args.truncate)
@@ -543,8 +556,13 @@ def strips_sweep_sigmas(
     return values
 
 
-def run_strips_bound(max_sigma: float, truncate: float, per_octave: int, stride: int) -> None:
-    """``sup`` over images in [0, 1] of |strips - exact|, swept over sigma and node grid."""
+def run_strips_bound(
+    max_sigma: float, truncate: float, per_octave: int, stride: int, main: str = "fft"
+) -> None:
+    """``sup`` over images in [0, 1] of |strips - exact|, swept over sigma and node grid.
+
+    ``main``: the main term (``"fft"`` or ``"pyramid"``, see :func:`strips.pixel_bound`).
+    """
     ratio = 2.0 ** (1.0 / per_octave)
     lowest = (levels.EXACT_RADIUS + 0.5) / truncate
     edges = [lowest, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
@@ -558,7 +576,8 @@ def run_strips_bound(max_sigma: float, truncate: float, per_octave: int, stride:
     def record(sigma_value: float, top: float) -> None:
         top = float(np.float32(max(top, sigma_value)))
         nodes = strips.node_sigmas(sigma_value, top, per_octave)
-        peaks.append((strips.pixel_bound(sigma_value, nodes, truncate), sigma_value, top))
+        bound = strips.pixel_bound(sigma_value, nodes, truncate, main)
+        peaks.append((bound, sigma_value, top))
 
     for index, sigma_value in enumerate(sigmas):
         if index % 200 == 0:
@@ -578,7 +597,7 @@ def run_strips_bound(max_sigma: float, truncate: float, per_octave: int, stride:
     print(
         f"strips: proven max |fast - exact| over all images in [0, 1], truncate {truncate:g}, "
         f"{per_octave} levels per octave, poles {strips.POLE_RATES}, "
-        f"{strips.TABLE_STEPS} table steps per radius (LSB = 1/255):"
+        f"{strips.TABLE_STEPS} table steps per radius, main term {main} (LSB = 1/255):"
     )
     for index, value in enumerate(worst):
         print(f"  sigma in [{edges[index]:6.2f}, {edges[index + 1]:6.2f}): {value * 255:.4f} LSB")

@@ -146,3 +146,98 @@ def test_rejects_bad_arguments() -> None:
         strips.strips_blur(image, torch.full((1, 1, 4, 4), math.nan))
     with pytest.raises(ValueError, match="truncate"):
         strips.strips_blur(image, torch.ones(1, 1, 4, 4), truncate=0.0)
+
+
+# ---------------------------------------------------------------- the main term on a pyramid
+
+PYRAMID_BOUND = strips.PYRAMID_ERROR_BOUND
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (2, 3), (5, 4), (37, 29), (64, 97)])
+def test_pyramid_main_term_matches_fft(rng: np.random.Generator, height: int, width: int) -> None:
+    """Each node's pyramid level is within its proven 1-D/2-D deviation of the FFT level."""
+    image = torch.tensor(rng.random((1, 2, height, width)))
+    nodes = [2.9, 3.59, 3.61, 5.3, 7.19, 7.21, 13.0, 29.0, 61.0]  # both sides of level changes
+    fft = strips.main_levels(image, nodes, "fft")
+    pyramid = strips.main_levels(image, nodes, "pyramid")
+    for node, a, b in zip(nodes, fft, pyramid, strict=True):
+        error, norm = strips.pyramid_error(node)
+        assert error < 3e-6
+        assert float((a - b).abs().max()) <= error * (norm + 1.0) + 1e-12
+
+
+@pytest.mark.parametrize("node", [3.3, 5.3, 9.9, 20.0])
+def test_pyramid_impulse_response_is_the_proven_kernel(node: float) -> None:
+    """The 2-D pyramid level of an impulse, at several grid phases, is ``k_ry (x) k_rx``."""
+    step = 2 ** strips.pyramid_level(node)
+    support = strips.pyramid_support(node)
+    kernel = strips.pyramid_kernel(node)
+    size = 2 * support + 3 * step + 7  # odd; the mirrored copies stay out of the window
+    centre = support + step + 1
+    for phase_y, phase_x in ((0, 0), (1, step - 1), (step // 2, 1), (step - 1, step // 2)):
+        cy, cx = centre + phase_y, centre + phase_x
+        image = torch.zeros(1, 1, size, size, dtype=torch.float64)
+        image[0, 0, cy, cx] = 1.0
+        (out,) = strips.main_levels(image, [node], "pyramid")
+        window = slice(centre - support, centre + support + step)
+        ys = np.arange(size)[window]
+        padded = np.pad(kernel, ((0, 0), (step, step)))  # zero beyond the support
+        rows = padded[ys % step, cy - ys + support + step]  # out(y) = k_{y mod h}(cy - y)
+        cols = padded[ys % step, cx - ys + support + step]
+        expected = rows[:, None] * cols[None, :]
+        assert np.abs(out[0, 0, window, window].numpy() - expected).max() < 1e-15
+
+
+def test_pyramid_kernel_is_one_of_the_gaussian() -> None:
+    """Each phase's kernel has mass 1 and is even about its own phase (grids aligned at 0)."""
+    for node in (3.7, 9.0, 33.0):
+        kernel = strips.pyramid_kernel(node)
+        assert np.abs(kernel.sum(1) - 1.0).max() < 1e-14
+        # Phase 0 sits on the coarse grid: its kernel is even.
+        assert np.abs(kernel[0] - kernel[0][::-1]).max() < 1e-15
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    ("height", "width", "top"),
+    [(1, 1, 6.0), (7, 13, 8.0), (5, 4, 20.0), (23, 19, 12.0), (31, 27, 30.0)],
+)
+def test_pyramid_operator_within_bound(
+    rng: np.random.Generator, dtype: torch.dtype, height: int, width: int, top: float
+) -> None:
+    image = rng.random((2, height, width))
+    sigma = rng.uniform(0.0, top, (height, width))
+    out = (
+        strips.strips_blur(
+            torch.tensor(image, dtype=dtype)[None],
+            torch.tensor(sigma, dtype=torch.float32)[None, None],
+            main="pyramid",
+        )[0]
+        .double()
+        .numpy()
+    )
+    error = np.abs(out - reference(image, sigma)).max()
+    assert error <= PYRAMID_BOUND + ROUNDING[dtype]
+
+
+def test_pyramid_bound_covers_a_coarse_sweep() -> None:
+    """``pixel_bound(main="pyramid")`` exceeds the FFT one, by little, and stays under the bound."""
+    ratio = 2.0 ** (1.0 / strips.LEVELS_PER_OCTAVE)
+    worst = 0.0
+    for sigma in (3.1668, 3.62, 7.2, 23.5):
+        sigma = float(np.float32(sigma))
+        for steps, phase in ((0, 0.0), (1, 0.5)):
+            top = float(np.float32(sigma * ratio ** (steps + phase)))
+            nodes = strips.node_sigmas(sigma, top)
+            fft = strips.pixel_bound(sigma, nodes)
+            pyramid = strips.pixel_bound(sigma, nodes, main="pyramid")
+            assert fft < pyramid < fft + 0.002 / 255
+            worst = max(worst, pyramid)
+    assert worst <= PYRAMID_BOUND
+
+
+def test_rejects_an_unknown_main_term() -> None:
+    with pytest.raises(ValueError, match="main"):
+        strips.strips_blur(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4), main="iir")
+    with pytest.raises(ValueError, match="main"):
+        strips.main_levels(torch.zeros(1, 1, 4, 4), [2.0], main="iir")

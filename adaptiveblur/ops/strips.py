@@ -38,7 +38,11 @@ plain torch on CPU (float32 or float64 images; per-pixel coefficients in float64
 
 The effective kernel of one pixel, built from the same functions (:func:`pixel_kernel`),
 gives the proven bound :data:`ERROR_BOUND` (``python benchmarks/bench_fast.py
---strips-bound``). Derivation and measurements: ``docs/strips_method.md``.
+--strips-bound``). With ``main="pyramid"`` the ``U_k`` come from a decimated Gaussian
+pyramid with Gaussian reconstruction (:func:`pyramid_levels`, cost per pixel independent
+of sigma); its per-phase kernels (:func:`pyramid_kernel`) enter the bound
+:data:`PYRAMID_ERROR_BOUND` (``--strips-bound --strips-main pyramid``). Derivation and
+measurements: ``docs/strips_method.md``.
 """
 
 from __future__ import annotations
@@ -62,6 +66,10 @@ TABLE_STEPS = 4  # least-squares tail fits per radius band, linearly interpolate
 # Proven max |fast - exact| for images in [0, 1], truncate 3, 5 levels per octave, pixel
 # sigmas up to 256 (``bench_fast.py --strips-bound``); a ceiling over the printed maximum.
 ERROR_BOUND = 0.1 / 255
+MAIN_TERMS = ("fft", "pyramid")  # how the untruncated main term U_k is computed
+# The same with main="pyramid" (``--strips-bound --strips-main pyramid``): swept to pixel
+# sigma 64 (max 0.0859 LSB); the sweep to 256 has not been run yet.
+PYRAMID_ERROR_BOUND = 0.1 / 255
 
 _STENCIL = 4  # cubic Lagrange in log(sigma), as in adaptiveblur.ops.levels
 _POISSON_TERMS = 3  # aliases m = -3..3 in the Gaussian's spectrum (ample for s >= 1)
@@ -72,6 +80,7 @@ def strips_blur(
     sigma: torch.Tensor,
     truncate: float = DEFAULT_TRUNCATE,
     levels_per_octave: int = LEVELS_PER_OCTAVE,
+    main: str = "fft",
 ) -> torch.Tensor:
     """Blur ``image`` with per-pixel ``sigma`` within :data:`ERROR_BOUND` of the exact blur.
 
@@ -80,15 +89,19 @@ def strips_blur(
         sigma: ``(B, 1, H, W)`` or ``(1, 1, H, W)`` per-pixel sigma in pixels, finite, ``>= 0``.
         truncate: window radius in sigmas (``R = floor(truncate * sigma + 0.5)``), ``> 0``.
         levels_per_octave: node density (the bound is proven for the default).
+        main: how the main term ``U_k`` is computed: ``"fft"`` (over the mirrored period) or
+            ``"pyramid"`` (:func:`pyramid_levels`; bound :data:`PYRAMID_ERROR_BOUND`).
 
     Returns:
         ``(B, C, H, W)`` in ``image``'s dtype; mirrored borders.
 
     Raises:
         InvalidParameterError: wrong ranks, shapes, dtypes, a non-finite or negative sigma, or
-            ``truncate <= 0`` / ``levels_per_octave < 1``.
+            ``truncate <= 0`` / ``levels_per_octave < 1``, or ``main`` not in :data:`MAIN_TERMS`.
     """
     _check(image, sigma, truncate, levels_per_octave)
+    if main not in MAIN_TERMS:
+        raise InvalidParameterError(f"expected main in {MAIN_TERMS}, got {main!r}")
     batch, _, height, width = image.shape
     sigma = sigma.expand(batch, 1, height, width).to(torch.float64)
     radius = radius_map(sigma, truncate)
@@ -110,7 +123,7 @@ def strips_blur(
         lowest = float(sigma[large].min())
         highest = float(sigma[large].max())
         nodes = node_sigmas(lowest, highest, levels_per_octave)
-        blurred = _large_blur(image, sigma, radius, large, nodes, truncate)
+        blurred = _large_blur(image, sigma, radius, large, nodes, truncate, main)
         output = torch.where(large, blurred, output)
     return output
 
@@ -237,16 +250,27 @@ def exact_kernel_1d(sigma: float, truncate: float, reach: int) -> np.ndarray:
     return taps / taps.sum()
 
 
-def pixel_bound(sigma: float, nodes: list[float], truncate: float = DEFAULT_TRUNCATE) -> float:
+def pixel_bound(
+    sigma: float, nodes: list[float], truncate: float = DEFAULT_TRUNCATE, main: str = "fft"
+) -> float:
     """``sup`` over images in [0, 1] of ``|strips - exact|`` at a pixel of ``sigma``.
 
     ``0.5 ||D||_1 + 0.5 |sum D|`` with ``D`` the effective kernel (:func:`pixel_kernel`)
     minus the exact one, on a box reaching ``R + 1 + 6 max(node)``, plus an upper bound of
     the effective kernel's l1 mass outside the box (computed from its 1-D factors on a
     box three times as wide).
+
+    With ``main="pyramid"`` the main term of node ``k`` is ``A_k = k_ry (x) k_rx`` (the
+    pyramid's kernels at the pixel's phases, :func:`pyramid_kernel`) instead of ``G_k =
+    g_k (x) g_k``, so ``D`` gains ``scale sum_k w_k (A_k - G_k)``; by the triangle
+    inequality, ``||A_k - G_k||_1 <= e_k (a_k + 1)`` and ``|sum (A_k - G_k)|`` too, with
+    ``(e_k, a_k)`` from :func:`pyramid_error` (max over phases), this adds
+    ``|scale| sum_k |w_k| e_k (a_k + 1)`` to the FFT bound, for every phase.
     """
+    if main not in MAIN_TERMS:
+        raise InvalidParameterError(f"expected main in {MAIN_TERMS}, got {main!r}")
     radius = math.floor(truncate * sigma + 0.5)
-    start, _ = stencil_weights(torch.tensor([[[[sigma]]]], dtype=torch.float64), nodes)
+    start, stencil = stencil_weights(torch.tensor([[[[sigma]]]], dtype=torch.float64), nodes)
     first = int(start.flatten()[0])
     reach = radius + 1 + int(math.ceil(6.0 * nodes[first + _STENCIL - 1]))
     wide = 3 * reach
@@ -266,7 +290,12 @@ def pixel_bound(sigma: float, nodes: list[float], truncate: float = DEFAULT_TRUN
     multiplicity[0] = 1.0
     weighted = difference * multiplicity[:, None] * multiplicity[None, :]
     total = float(weighted.sum())
-    return 0.5 * (float(np.abs(weighted).sum()) + outside) + 0.5 * (abs(total) + outside)
+    bound = 0.5 * (float(np.abs(weighted).sum()) + outside) + 0.5 * (abs(total) + outside)
+    if main == "pyramid":
+        for i in range(_STENCIL):
+            error, norm = pyramid_error(nodes[first + i])
+            bound += abs(scale) * abs(float(stencil[i].flatten()[0])) * error * (norm + 1.0)
+    return bound
 
 
 def _large_blur(
@@ -276,10 +305,12 @@ def _large_blur(
     large: torch.Tensor,
     nodes: list[float],
     truncate: float,
+    main: str = "fft",
 ) -> torch.Tensor:
     """The levels-and-strips operator at every pixel (meaningful where ``large``).
 
-    ``sigma`` is ``(B, 1, H, W)`` float64, ``radius`` its radii. Returns ``(B, C, H, W)``.
+    ``sigma`` is ``(B, 1, H, W)`` float64, ``radius`` its radii, ``main`` as in
+    :func:`strips_blur`. Returns ``(B, C, H, W)``.
     """
     dtype = image.dtype
     height, width = image.shape[-2:]
@@ -297,20 +328,31 @@ def _large_blur(
     total = torch.zeros(image.shape, dtype=dtype)
     mass = torch.zeros(sigma.shape, dtype=torch.float64)
     sigma_large, radius_large = sigma[large].numpy(), radius[large].numpy()
-    for k, node in enumerate(nodes):
+    node_weights = []
+    for k in range(len(nodes)):
         weight = torch.zeros_like(sigma)
         for i in range(_STENCIL):
             weight = torch.where(start + i == k, weights[i], weight)
-        weight = torch.where(large, weight, 0.0)
-        if not bool((weight != 0).any()):
-            continue
+        node_weights.append(torch.where(large, weight, 0.0))
+    used = [k for k, weight in enumerate(node_weights) if bool((weight != 0).any())]
+    if main == "pyramid" and used:
+        ranges = [(0, height - 1), (0, width - 1)]
+        pyramid = pyramid_levels(extended, (-2, -1), ranges, [nodes[k] for k in used])
+        main_terms = dict(zip(used, pyramid, strict=True))
+    for k in used:
+        node, weight = nodes[k], node_weights[k]
         coefficients = torch.zeros((len(POLE_RATES),) + tuple(sigma.shape), dtype=torch.float64)
         table = tail_coefficients(sigma_large, radius_large, node, truncate)
         coefficients[:, large] = torch.from_numpy(table.T.copy())
         gauss_y = _gaussian_spectrum(node, period_y, onesided=False).to(dtype)
         gauss_x = _gaussian_spectrum(node, period_x, onesided=True).to(dtype)
-        main = torch.fft.irfft2(spectrum * torch.outer(gauss_y, gauss_x), s=(period_y, period_x))
-        level = main[..., :height, :width]
+        if main == "pyramid":
+            level = main_terms[k]
+        else:
+            blurred = torch.fft.irfft2(
+                spectrum * torch.outer(gauss_y, gauss_x), s=(period_y, period_x)
+            )
+            level = blurred[..., :height, :width]
         strip = torch.zeros_like(level)
         along_y = spectrum * gauss_y[:, None]  # blurred along y: the horizontal strips' profile
         along_x = spectrum * gauss_x[None, :]
@@ -395,3 +437,271 @@ def _check(image: torch.Tensor, sigma: torch.Tensor, truncate: float, per_octave
         raise InvalidParameterError(
             f"expected truncate > 0 and levels_per_octave >= 1, got {truncate}, {per_octave}"
         )
+
+
+# ---------------------------------------------------------------- the main term on a pyramid
+#
+# Level 0 is the image; level j (step h = 2**j) is level j - 1 blurred by a sampled Gaussian
+# (sigma 2 on level 0's grid for j = 1, sqrt(3) on level j - 1's grid after) and decimated
+# by 2, so level j carries a blur of h full-resolution pixels. A node s >= 2 * PYRAMID_SPAN
+# uses the level j with PYRAMID_SPAN * h <= s < 2 * PYRAMID_SPAN * h: a coarse FIR of
+# sigma sqrt(s**2 - 2 h**2) / h on that grid, then a reconstruction at full resolution,
+# out(x) = sum_m w(x - m h) C(m) / sum_m w(x - m h), with w the Gaussian of sigma h. Smaller
+# nodes are one direct FIR at full resolution. Every FIR is sampled on |i| <= 6 sigma and
+# normalised to sum 1, and the reconstruction is normalised per phase, so each output phase's
+# kernel has mass 1 exactly. All of it is linear and separable; along one axis it commutes
+# with shifts by h (the grids are aligned at pixel 0), so its kernel depends on x mod h
+# (:func:`pyramid_kernel`). Level 0 is one period of the mirrored extension and coarser
+# levels are read modulo their own period or on the window the outputs need, so the result
+# is the plane operator applied to the mirrored extension, as for the FFT.
+
+PYRAMID_SPAN = 1.8  # node s uses level j with 1.8 * 2**j <= s < 3.6 * 2**j (j >= 1)
+_TAP_SIGMAS = 6.0  # every FIR is sampled on |i| <= ceil(6 sigma)
+
+
+def pyramid_level(node: float) -> int:
+    """The pyramid level (step ``2**j``) that node sigma ``node`` is computed on (0: direct FIR)."""
+    level = 0
+    while node >= 2.0 * PYRAMID_SPAN * 2.0**level:
+        level += 1
+    return level
+
+
+def _taps(sigma: float) -> np.ndarray:
+    """Sampled Gaussian of ``sigma`` on ``|i| <= ceil(6 sigma)``, normalised to sum 1 (float64)."""
+    half = int(math.ceil(_TAP_SIGMAS * sigma))
+    i = np.arange(-half, half + 1, dtype=np.float64)
+    taps = np.exp(-(i * i) / (2.0 * sigma * sigma))
+    return taps / taps.sum()
+
+
+def _increment(level: int) -> float:
+    """Sigma, in level ``level - 1`` pixels, that takes level ``level - 1``'s blur to ``2**level``."""
+    return 2.0 if level == 1 else math.sqrt(3.0)
+
+
+def _coarse_sigma(node: float, level: int) -> float:
+    """Sigma of the coarse FIR of ``node`` on ``level``, in that level's pixels."""
+    step = 2.0**level
+    return math.sqrt(node * node - 2.0 * step * step) / step
+
+
+@functools.lru_cache(maxsize=64)
+def _reconstruction(level: int) -> np.ndarray:
+    """Conv weights ``(h, 2 K + 3)`` of the reconstruction: row ``r``, tap ``k`` is ``w(r + (K + 1 - k) h)``.
+
+    ``w`` is the Gaussian of sigma ``h``, ``K = ceil(6)``; each row (output phase) sums to 1.
+    """
+    step = 2**level
+    half = int(math.ceil(_TAP_SIGMAS)) + 1
+    offsets = np.arange(step)[:, None] + (half - np.arange(2 * half + 1))[None, :] * step
+    weights = np.exp(-(offsets.astype(np.float64) ** 2) / (2.0 * step * step))
+    return weights / weights.sum(1, keepdims=True)
+
+
+def _recon_half() -> int:
+    """Half-width, in coarse pixels, of the reconstruction's taps (``K + 1``)."""
+    return int(math.ceil(_TAP_SIGMAS)) + 1
+
+
+def pyramid_support(node: float) -> int:
+    """An upper bound of the half-width, in pixels, of the pyramid main term's kernel for ``node``."""
+    level = pyramid_level(node)
+    if level == 0:
+        return len(_taps(node)) // 2
+    step = 2**level
+    reach = (_recon_half() + 1) * step + (len(_taps(_coarse_sigma(node, level))) // 2) * step
+    for j in range(1, level + 1):
+        reach += (len(_taps(_increment(j))) // 2) * 2 ** (j - 1)
+    return reach
+
+
+def _read(
+    values: torch.Tensor, dim: int, start: int, period: int | None, lo: int, hi: int
+) -> torch.Tensor:
+    """Samples ``lo..hi`` (coarse indices) of a level stored from ``start`` (or one ``period``)."""
+    index = np.arange(lo, hi + 1)
+    if period is not None:
+        index = np.remainder(index, period)
+    else:
+        index = index - start
+        if index[0] < 0 or index[-1] >= values.shape[dim]:
+            raise AssertionError("pyramid window too small")  # a bug, not a user error
+    return values.index_select(dim, torch.from_numpy(index))
+
+
+def _filter(values: torch.Tensor, dim: int, taps: np.ndarray, stride: int) -> torch.Tensor:
+    """Valid correlation of ``values`` along ``dim`` with symmetric ``taps``, every ``stride``-th output."""
+    moved = values.movedim(dim, -1)
+    shape = moved.shape
+    weight = torch.from_numpy(taps).to(values.dtype).view(1, 1, -1)
+    out = torch.nn.functional.conv1d(moved.reshape(-1, 1, shape[-1]), weight, stride=stride)
+    return out.reshape(shape[:-1] + (out.shape[-1],)).movedim(-1, dim)
+
+
+def _interleave(values: torch.Tensor, dim: int, level: int) -> torch.Tensor:
+    """Reconstruction along ``dim``: coarse ``C(c_lo..c_hi)`` to full ``x = q h + r`` for
+    ``q`` in ``c_lo + K + 1 .. c_hi - K - 1`` and every phase ``r``."""
+    weights = _reconstruction(level)
+    moved = values.movedim(dim, -1)
+    shape = moved.shape
+    weight = torch.from_numpy(weights).to(values.dtype)[:, None, :]
+    out = torch.nn.functional.conv1d(moved.reshape(-1, 1, shape[-1]), weight)  # (N, h, Lq)
+    out = out.transpose(1, 2).reshape(shape[:-1] + (-1,))
+    return out.movedim(-1, dim)
+
+
+def _windows(
+    period: int, lo: int, hi: int, needs: dict[int, int], top: int
+) -> list[tuple[int, int, int | None]]:
+    """Per level ``0..top``: ``(start, stop, period)`` of the stored samples along one axis.
+
+    Level 0 is one ``period`` of the mirrored extension. Level ``j >= 1`` stores the union of
+    what its nodes (coarse FIR half-widths ``needs[j]``, outputs ``lo..hi``) and level
+    ``j + 1`` read, or one whole period ``period / gcd(period, 2**j)`` when that is shorter.
+    """
+    windows: list[tuple[int, int, int | None]] = [(0, period - 1, period)] * (top + 1)
+    child: tuple[int, int] | None = None
+    half = _recon_half()
+    for level in range(top, 0, -1):
+        step = 2**level
+        spans = []
+        if level in needs:
+            spans.append((lo // step - half - needs[level], hi // step + half + needs[level]))
+        if child is not None:
+            reach = len(_taps(_increment(level + 1))) // 2
+            spans.append((2 * child[0] - reach, 2 * child[1] + reach))
+        start, stop = min(s for s, _ in spans), max(s for _, s in spans)
+        own = period // math.gcd(period, step)
+        windows[level] = (0, own - 1, own) if stop - start + 1 >= own else (start, stop, None)
+        child = (start, stop)
+    return windows
+
+
+def pyramid_levels(
+    extended: torch.Tensor, dims: tuple[int, ...], ranges: list[tuple[int, int]], nodes: list[float]
+) -> list[torch.Tensor]:
+    """The pyramid main term of every node, separable over ``dims``.
+
+    Args:
+        extended: one period of the (mirrored) input along each of ``dims``, any other dims
+            are batch; float32 or float64.
+        dims: the blurred dims (``(-1,)`` or ``(-2, -1)``).
+        ranges: per dim, the output indices ``lo..hi`` (may leave the period: read modulo).
+        nodes: node sigmas, each ``> 0``.
+
+    Returns:
+        One tensor per node: ``extended`` with each of ``dims`` replaced by ``hi - lo + 1``.
+    """
+    levels = [pyramid_level(s) for s in nodes]
+    top = max(levels)
+    needs: dict[int, int] = {}
+    for node, level in zip(nodes, levels, strict=True):
+        if level > 0:
+            half = len(_taps(_coarse_sigma(node, level))) // 2
+            needs[level] = max(needs.get(level, 0), half)
+    periods = [extended.shape[d] for d in dims]
+    windows = [_windows(p, lo, hi, needs, top) for p, (lo, hi) in zip(periods, ranges, strict=True)]
+    stored = [extended]
+    for level in range(1, top + 1):
+        taps = _taps(_increment(level))
+        reach = len(taps) // 2
+        values = stored[-1]
+        for axis, dim in enumerate(dims):
+            start, _, period = windows[axis][level - 1]
+            lo, hi, _ = windows[axis][level]
+            values = _read(values, dim, start, period, 2 * lo - reach, 2 * hi + reach)
+            values = _filter(values, dim, taps, 2)
+        stored.append(values)
+    out = []
+    half = _recon_half()
+    for node, level in zip(nodes, levels, strict=True):
+        values = stored[level]
+        step = 2**level
+        for axis, dim in enumerate(dims):
+            start, _, period = windows[axis][level]
+            lo, hi = ranges[axis]
+            if level == 0:
+                taps = _taps(node)
+                reach = len(taps) // 2
+                values = _read(values, dim, start, period, lo - reach, hi + reach)
+                values = _filter(values, dim, taps, 1)
+                continue
+            taps = _taps(_coarse_sigma(node, level))
+            reach = len(taps) // 2
+            first, last = lo // step, hi // step
+            values = _read(values, dim, start, period, first - half - reach, last + half + reach)
+            values = _interleave(_filter(values, dim, taps, 1), dim, level)
+            values = values.narrow(dim, lo - first * step, hi - lo + 1)
+        out.append(values)
+    return out
+
+
+def main_levels(image: torch.Tensor, nodes: list[float], main: str = "fft") -> list[torch.Tensor]:
+    """The untruncated main term ``U_k`` of ``image`` at every node, mirrored borders.
+
+    Args:
+        image: ``(B, C, H, W)`` float32 or float64 (any device for ``"pyramid"``).
+        nodes: node sigmas, each ``> 0``.
+        main: ``"fft"`` (exact to rounding) or ``"pyramid"`` (:func:`pyramid_levels`).
+
+    Returns:
+        One ``(B, C, H, W)`` tensor per node, in ``image``'s dtype.
+
+    Raises:
+        InvalidParameterError: ``main`` not in :data:`MAIN_TERMS`, or a node ``<= 0``.
+    """
+    if main not in MAIN_TERMS:
+        raise InvalidParameterError(f"expected main in {MAIN_TERMS}, got {main!r}")
+    if not all(math.isfinite(node) and node > 0 for node in nodes):
+        raise InvalidParameterError(f"expected finite node sigmas > 0, got {nodes}")
+    height, width = image.shape[-2:]
+    extended = _mirror_period(image)
+    if main == "pyramid":
+        return pyramid_levels(extended, (-2, -1), [(0, height - 1), (0, width - 1)], nodes)
+    period_y, period_x = extended.shape[-2:]
+    spectrum = torch.fft.rfft2(extended)
+    out = []
+    for node in nodes:
+        gauss_y = _gaussian_spectrum(node, period_y, onesided=False).to(image.dtype)
+        gauss_x = _gaussian_spectrum(node, period_x, onesided=True).to(image.dtype)
+        blurred = torch.fft.irfft2(spectrum * torch.outer(gauss_y, gauss_x), s=(period_y, period_x))
+        out.append(blurred[..., :height, :width].contiguous())  # frees the period
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def pyramid_kernel(node: float) -> np.ndarray:
+    """The pyramid main term's 1-D kernel per output phase: ``(h, 2 S + 1)`` float64.
+
+    Row ``r`` is for outputs ``x = r (mod h)``, ``h = 2**pyramid_level(node)``: ``out(x) =
+    sum_d k[r, d + S] in(x + d)``, with ``S = pyramid_support(node)`` (the kernel is zero
+    beyond). Built by :func:`pyramid_levels` on impulses at every phase.
+    """
+    step = 2 ** pyramid_level(node)
+    support = pyramid_support(node)
+    period = step * (-(-(2 * support + 2 * step) // step))  # no wrapped copy reaches the window
+    impulses = torch.zeros(step, period, dtype=torch.float64)
+    impulses[torch.arange(step), torch.arange(step)] = 1.0
+    lo = -support
+    (response,) = pyramid_levels(impulses, (-1,), [(lo, step - 1 + support)], [node])
+    columns = response.numpy()  # columns[c, x - lo]: output x for an impulse at c
+    d = np.arange(-support, support + 1)
+    kernel = np.empty((step, d.size))
+    for r in range(step):
+        c = np.remainder(r + d, step)
+        kernel[r] = columns[c, c - d - lo]
+    return kernel
+
+
+@functools.lru_cache(maxsize=65536)
+def pyramid_error(node: float) -> tuple[float, float]:
+    """``(e, a)``: the max over phases of ``||k_r - g||_1`` (``g`` the untruncated normalised
+    sampled Gaussian of ``node``, over all integers) and of ``||k_r||_1``."""
+    kernel = pyramid_kernel(node)
+    support = kernel.shape[1] // 2
+    d = np.arange(-support, support + 1, dtype=np.float64)
+    gauss = np.exp(-(d * d) / (2.0 * node * node)) / gaussian_mass(node)
+    outside = max(0.0, 1.0 - float(gauss.sum()))  # g's mass beyond the support
+    error = float(np.abs(kernel - gauss[None, :]).sum(1).max()) + outside
+    return error, float(np.abs(kernel).sum(1).max())
