@@ -112,8 +112,10 @@ def make_worker():
     return lambda task: time.sleep(0.0002) or task
 for trial in range(60):
     timer = threading.Timer(rng.uniform(0.0, 0.05), signal.pthread_kill, (main, signal.SIGINT))
-    timer.start()
     try:
+        # Started inside the try: on a loaded machine the timer may fire before start()
+        # returns, and that interruption belongs to this trial too.
+        timer.start()
         run_tasks(make_worker, list(range(3000)), jobs=2, processes=1, on_result=lambda _: None)
     except KeyboardInterrupt:
         pass
