@@ -38,6 +38,9 @@ Three questions, one mode each (stdout is the table; progress goes to stderr):
     ``--strips-main pyramid`` proves the operator with its main term on the pyramid
     (``strips_blur(..., main="pyramid")``): each kernel's bound gains the pyramid's
     deviation from the untruncated Gaussian (:func:`strips.pyramid_error`, every phase).
+    ``--strips-images recursive`` proves it with the strip images as recursions on pyramid
+    profiles (``strips_blur(..., strips="recursive")``): each kernel's bound gains the
+    profiles' deviation times the strips' mass (:func:`strips.pixel_bound`).
 
 ``--levels-per-octave N`` changes the node density for any of the above, for analysis:
 the proven bound holds for the default (5) only.
@@ -141,6 +144,12 @@ def main() -> None:
         default="fft",
         help="--strips-bound: how the main term is computed (fft or pyramid)",
     )
+    parser.add_argument(
+        "--strips-images",
+        choices=strips.STRIP_TERMS,
+        default="fft",
+        help="--strips-bound: how the strip images are computed (fft or recursive)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -153,6 +162,7 @@ def main() -> None:
             args.levels_per_octave,
             args.strips_stride,
             args.strips_main,
+            args.strips_images,
         )
     elif args.design:
         run_design(args.truncate)
@@ -557,11 +567,17 @@ def strips_sweep_sigmas(
 
 
 def run_strips_bound(
-    max_sigma: float, truncate: float, per_octave: int, stride: int, main: str = "fft"
+    max_sigma: float,
+    truncate: float,
+    per_octave: int,
+    stride: int,
+    main: str = "fft",
+    images: str = "fft",
 ) -> None:
     """``sup`` over images in [0, 1] of |strips - exact|, swept over sigma and node grid.
 
-    ``main``: the main term (``"fft"`` or ``"pyramid"``, see :func:`strips.pixel_bound`).
+    ``main``: the main term (``"fft"`` or ``"pyramid"``); ``images``: the strip images
+    (``"fft"`` or ``"recursive"``); see :func:`strips.pixel_bound`.
     """
     ratio = 2.0 ** (1.0 / per_octave)
     lowest = (levels.EXACT_RADIUS + 0.5) / truncate
@@ -576,7 +592,7 @@ def run_strips_bound(
     def record(sigma_value: float, top: float) -> None:
         top = float(np.float32(max(top, sigma_value)))
         nodes = strips.node_sigmas(sigma_value, top, per_octave)
-        bound = strips.pixel_bound(sigma_value, nodes, truncate, main)
+        bound = strips.pixel_bound(sigma_value, nodes, truncate, main, images)
         peaks.append((bound, sigma_value, top))
 
     for index, sigma_value in enumerate(sigmas):
@@ -597,7 +613,8 @@ def run_strips_bound(
     print(
         f"strips: proven max |fast - exact| over all images in [0, 1], truncate {truncate:g}, "
         f"{per_octave} levels per octave, poles {strips.POLE_RATES}, "
-        f"{strips.TABLE_STEPS} table steps per radius, main term {main} (LSB = 1/255):"
+        f"{strips.TABLE_STEPS} table steps per radius, main term {main}, strip images "
+        f"{images} (LSB = 1/255):"
     )
     for index, value in enumerate(worst):
         print(f"  sigma in [{edges[index]:6.2f}, {edges[index + 1]:6.2f}): {value * 255:.4f} LSB")

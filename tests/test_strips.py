@@ -15,12 +15,25 @@ BOUND = strips.ERROR_BOUND
 ROUNDING = {torch.float64: 1e-9, torch.float32: 2e-6}  # float arithmetic on top of the bound
 
 
-def run(image: np.ndarray, sigma: np.ndarray, dtype: torch.dtype = torch.float64) -> np.ndarray:
+def run(
+    image: np.ndarray,
+    sigma: np.ndarray,
+    dtype: torch.dtype = torch.float64,
+    main: str = "fft",
+    images: str = "fft",
+) -> np.ndarray:
     """``strips_blur`` of ``image (C, H, W)`` with ``sigma (H, W)``, as float64 ``(C, H, W)``."""
     out = strips.strips_blur(
-        torch.tensor(image, dtype=dtype)[None], torch.tensor(sigma, dtype=torch.float32)[None, None]
+        torch.tensor(image, dtype=dtype)[None],
+        torch.tensor(sigma, dtype=torch.float32)[None, None],
+        main=main,
+        strips=images,
     )
     return out[0].double().numpy()
+
+
+# (main, strips): the FFT reference and the pyramid + recursive path
+PATHS = [("fft", "fft"), ("pyramid", "recursive")]
 
 
 def reference(image: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -53,10 +66,11 @@ def adversarial(size: int) -> dict[str, np.ndarray]:
     }
 
 
+@pytest.mark.parametrize(("main", "images"), PATHS)
 @pytest.mark.parametrize("kind", ["constant", "step", "ramp"])
-def test_adversarial_patterns(rng: np.random.Generator, kind: str) -> None:
+def test_adversarial_patterns(rng: np.random.Generator, kind: str, main: str, images: str) -> None:
     size = 41
-    images = adversarial(size)
+    patterns = adversarial(size)
     y, x = np.mgrid[0:size, 0:size]
     if kind == "constant":
         sigma = np.full((size, size), rng.uniform(3.3, 9.0))
@@ -64,8 +78,8 @@ def test_adversarial_patterns(rng: np.random.Generator, kind: str) -> None:
         sigma = np.where(x + y >= size, rng.uniform(5.0, 9.0), rng.uniform(3.3, 5.0))
     else:
         sigma = 3.2 + 6.0 * (x + 2 * y) / (3 * size - 3)
-    image = np.stack(list(images.values()))
-    error = np.abs(run(image, sigma) - reference(image, sigma)).max()
+    stack = np.stack(list(patterns.values()))
+    error = np.abs(run(stack, sigma, main=main, images=images) - reference(stack, sigma)).max()
     assert error <= BOUND + ROUNDING[torch.float64]
 
 
@@ -79,13 +93,16 @@ def test_photo_sized_constant_sigmas_against_scipy(rng: np.random.Generator) -> 
         assert error <= BOUND + ROUNDING[torch.float32]
 
 
-def test_large_image_varying_sigma_on_a_sample(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize(("main", "images"), PATHS)
+def test_large_image_varying_sigma_on_a_sample(
+    rng: np.random.Generator, main: str, images: str
+) -> None:
     """~200 x 150, sigma up to 16 with steps; checked against the loop oracle on a few pixels."""
     height, width = 150, 200
     image = (rng.random((1, height, width)) > 0.5).astype(float)  # binary noise: large errors
     sigma = np.where(np.arange(width)[None, :] < 90, 5.0, 15.0) * np.ones((height, 1))
     sigma[60:, :] *= 0.7
-    out = run(image, sigma, torch.float32)
+    out = run(image, sigma, torch.float32, main, images)
     picks = [(0, 0), (59, 89), (60, 90), (149, 199), (75, 100), (10, 180)]
     for y, x in picks:
         one = np.zeros_like(sigma)
@@ -241,3 +258,143 @@ def test_rejects_an_unknown_main_term() -> None:
         strips.strips_blur(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4), main="iir")
     with pytest.raises(ValueError, match="main"):
         strips.main_levels(torch.zeros(1, 1, 4, 4), [2.0], main="iir")
+
+
+# ---------------------------------------------------------------- strip images as recursions
+
+RECURSIVE_BOUND = strips.RECURSIVE_ERROR_BOUND
+# float32 rounding of the blocked scan, relative to max|Y| / (1 - z): a few eps per block
+# product and per carry (docs/strips_method.md, section 5)
+SCAN_FLOAT32 = 4e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("period", [1, 2, 7, 31, 32, 33, 100])
+def test_geometric_scan_is_the_periodic_geometric_sum(
+    rng: np.random.Generator, dtype: torch.dtype, period: int
+) -> None:
+    """The blocked recursion equals the closed-form periodic sum (FFT multiplier), no tail."""
+    values = torch.tensor(rng.random((3, period)) - 0.3)
+    z = np.concatenate([strips.poles(4.0), strips.poles(256.0)])  # z up to 0.990
+    out = strips.geometric_scan(values.to(dtype).T.contiguous(), -2, z)  # along dim -2
+    for m, pole in enumerate(z):
+        multiplier = strips._geometric_spectrum(float(pole), period, onesided=False)
+        expected = torch.fft.ifft(torch.fft.fft(values) * multiplier).real
+        scale = 1.0 / (1.0 - pole)
+        tolerance = 1e-13 if dtype == torch.float64 else SCAN_FLOAT32
+        assert float((out[m].T.double() - expected).abs().max()) <= tolerance * scale
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (2, 3), (7, 13), (37, 29)])
+def test_recursive_strip_images_match_fft(
+    rng: np.random.Generator, dtype: torch.dtype, height: int, width: int
+) -> None:
+    """Recursive strip images are within ``e_k / (1 - z)`` (pyramid profile) of the FFT ones."""
+    image = torch.tensor(rng.random((1, 2, height, width)))
+    nodes = [3.3, 3.61, 7.21, 13.0, 61.0]  # direct FIR and three pyramid levels
+    fft = strips.strip_images(image, nodes, "fft")
+    recursive = strips.strip_images(image.to(dtype), nodes, "recursive")
+    rounding = 1e-12 if dtype == torch.float64 else SCAN_FLOAT32
+    for node, (fx, fy), (rx, ry) in zip(nodes, fft, recursive, strict=True):
+        error, _ = strips.pyramid_error(node)
+        for m, pole in enumerate(strips.poles(node)):
+            tolerance = (error + rounding) / (1.0 - pole)
+            assert float((fx[m] - rx[m].double()).abs().max()) <= tolerance
+            assert float((fy[m] - ry[m].double()).abs().max()) <= tolerance
+
+
+@pytest.mark.parametrize(
+    ("sigma", "top", "main", "size"), [(5.3, 6.1, "fft", 121), (9.9, 12.0, "pyramid", 241)]
+)
+def test_recursive_impulse_response_is_the_proven_kernel(
+    sigma: float, top: float, main: str, size: int
+) -> None:
+    """On an impulse, every pixel's value is its own phase's kernel (:func:`strips.pixel_kernel`).
+
+    The strips are infinite: ``size`` keeps the impulse's mirrored copies ``> 15 s_max`` away.
+    """
+    reach = 30
+    centre = size // 2
+    image = torch.zeros(1, 1, size, size, dtype=torch.float64)
+    image[0, 0, centre, centre] = 1.0
+    sigma_map = torch.full((1, 1, size, size), sigma, dtype=torch.float64)
+    sigma_map[0, 0, 0, 0] = top  # places the node grid, far from the impulse
+    out = strips.strips_blur(image, sigma_map, main=main, strips="recursive")[0, 0].numpy()
+    nodes = strips.node_sigmas(sigma, top)
+    step = max(2 ** strips.pyramid_level(node) for node in nodes)
+    window = np.arange(centre - 30, centre + 31)  # out(p) = K_p(centre - p)
+    for phase_y in range(step):
+        for phase_x in range(step):
+            rows, cols, scale = strips.pixel_kernel(
+                sigma, nodes, 3.0, reach, main, "recursive", (phase_y, phase_x)
+            )
+            kernel = scale * np.einsum("ji,jk->ik", rows, cols)
+            ys, xs = window[window % step == phase_y], window[window % step == phase_x]
+            expected = kernel[np.ix_(centre - ys + reach, centre - xs + reach)]
+            assert np.abs(out[np.ix_(ys, xs)] - expected).max() < 1e-15
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    ("height", "width", "top", "main"),
+    [
+        (1, 1, 6.0, "pyramid"),
+        (7, 13, 8.0, "pyramid"),
+        (5, 4, 20.0, "pyramid"),  # radius >> image
+        (23, 19, 12.0, "pyramid"),
+        (31, 27, 30.0, "pyramid"),
+        (7, 13, 8.0, "fft"),
+        (23, 19, 12.0, "fft"),
+    ],
+)
+def test_recursive_operator_within_bound(
+    rng: np.random.Generator, dtype: torch.dtype, height: int, width: int, top: float, main: str
+) -> None:
+    image = rng.random((2, height, width))
+    sigma = rng.uniform(0.0, top, (height, width))
+    out = run(image, sigma, dtype, main, "recursive")
+    error = np.abs(out - reference(image, sigma)).max()
+    assert error <= RECURSIVE_BOUND + ROUNDING[dtype]
+
+
+def test_recursive_photo_sized_constant_sigmas_against_scipy(rng: np.random.Generator) -> None:
+    """~200 x 150, constant sigmas up to 60 (windows wider than the image), float32."""
+    image = rng.random((1, 151, 199))
+    for value in (3.2, rng.uniform(4.0, 40.0), 60.0):
+        sigma = np.full((151, 199), value)
+        expected = scipy_blur(image, float(np.float32(value)))
+        out = run(image, sigma, torch.float32, "pyramid", "recursive")
+        assert np.abs(out - expected).max() <= RECURSIVE_BOUND + ROUNDING[torch.float32]
+
+
+def test_recursive_float32_rounding(rng: np.random.Generator) -> None:
+    """float32 against float64 of the same path: the rounding estimate (2e-6) holds at sigma 100."""
+    image = (rng.random((1, 45, 61)) > 0.5).astype(float)  # binary noise
+    sigma = rng.choice([3.5, 17.3, 45.1, 99.7], (45, 61))  # few radii: few tail tables
+    single = run(image, sigma, torch.float32, "pyramid", "recursive")
+    double = run(image, sigma, torch.float64, "pyramid", "recursive")
+    assert np.abs(single - double).max() <= ROUNDING[torch.float32]
+
+
+def test_recursive_bound_covers_a_coarse_sweep() -> None:
+    """``pixel_bound(strips="recursive")`` exceeds the FFT-strips one by little, under the bound."""
+    ratio = 2.0 ** (1.0 / strips.LEVELS_PER_OCTAVE)
+    worst = 0.0
+    for sigma in (3.1668, 3.62, 23.5, 200.0):
+        sigma = float(np.float32(sigma))
+        for steps, phase in ((0, 0.0), (1, 0.5)):
+            top = float(np.float32(sigma * ratio ** (steps + phase)))
+            nodes = strips.node_sigmas(sigma, top)
+            fft = strips.pixel_bound(sigma, nodes, main="pyramid")
+            recursive = strips.pixel_bound(sigma, nodes, main="pyramid", strips="recursive")
+            assert fft < recursive < fft + 1e-4 / 255
+            worst = max(worst, recursive)
+    assert worst <= RECURSIVE_BOUND
+
+
+def test_rejects_unknown_strip_images() -> None:
+    with pytest.raises(ValueError, match="strips"):
+        strips.strips_blur(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4), strips="iir")
+    with pytest.raises(ValueError, match="strips"):
+        strips.strip_images(torch.zeros(1, 1, 4, 4), [2.0], strips="iir")

@@ -41,8 +41,13 @@ gives the proven bound :data:`ERROR_BOUND` (``python benchmarks/bench_fast.py
 --strips-bound``). With ``main="pyramid"`` the ``U_k`` come from a decimated Gaussian
 pyramid with Gaussian reconstruction (:func:`pyramid_levels`, cost per pixel independent
 of sigma); its per-phase kernels (:func:`pyramid_kernel`) enter the bound
-:data:`PYRAMID_ERROR_BOUND` (``--strips-bound --strips-main pyramid``). Derivation and
-measurements: ``docs/strips_method.md``.
+:data:`PYRAMID_ERROR_BOUND` (``--strips-bound --strips-main pyramid``). With
+``strips="recursive"`` the strip images come without FFT (:func:`strip_images`): the
+profiles ``Yk`` from the same pyramid along one axis (full resolution along the other),
+then the one-sided recursion as a blocked scan started from the closed-form periodic sum
+(:func:`geometric_scan`, exact: no truncated tail); the profiles' deviation enters
+:data:`RECURSIVE_ERROR_BOUND` (``--strips-bound --strips-main pyramid --strips-images
+recursive``). Derivation and measurements: ``docs/strips_method.md``.
 """
 
 from __future__ import annotations
@@ -70,6 +75,11 @@ MAIN_TERMS = ("fft", "pyramid")  # how the untruncated main term U_k is computed
 # The same with main="pyramid" (``--strips-bound --strips-main pyramid``), pixel sigmas up
 # to 256 (max 0.0859 LSB).
 PYRAMID_ERROR_BOUND = 0.1 / 255
+STRIP_TERMS = ("fft", "recursive")  # how the strip images Ex_km, Ey_km are computed
+# The same with strips="recursive" (profiles on the pyramid, recursions along the strip
+# axis), with either main term (``--strips-bound --strips-images recursive``).
+RECURSIVE_ERROR_BOUND = 0.1 / 255
+_SCAN_BLOCK = 32  # block length of the recursions' blocked scan (multiply-adds per pixel)
 
 _STENCIL = 4  # cubic Lagrange in log(sigma), as in adaptiveblur.ops.levels
 _POISSON_TERMS = 3  # aliases m = -3..3 in the Gaussian's spectrum (ample for s >= 1)
@@ -81,6 +91,7 @@ def strips_blur(
     truncate: float = DEFAULT_TRUNCATE,
     levels_per_octave: int = LEVELS_PER_OCTAVE,
     main: str = "fft",
+    strips: str = "fft",
 ) -> torch.Tensor:
     """Blur ``image`` with per-pixel ``sigma`` within :data:`ERROR_BOUND` of the exact blur.
 
@@ -91,17 +102,20 @@ def strips_blur(
         levels_per_octave: node density (the bound is proven for the default).
         main: how the main term ``U_k`` is computed: ``"fft"`` (over the mirrored period) or
             ``"pyramid"`` (:func:`pyramid_levels`; bound :data:`PYRAMID_ERROR_BOUND`).
+        strips: how the strip images are computed: ``"fft"`` (exact profiles and geometric
+            sums by FFT) or ``"recursive"`` (:func:`strip_images`: profiles on the pyramid,
+            first-order recursions; bound :data:`RECURSIVE_ERROR_BOUND`).
 
     Returns:
         ``(B, C, H, W)`` in ``image``'s dtype; mirrored borders.
 
     Raises:
         InvalidParameterError: wrong ranks, shapes, dtypes, a non-finite or negative sigma, or
-            ``truncate <= 0`` / ``levels_per_octave < 1``, or ``main`` not in :data:`MAIN_TERMS`.
+            ``truncate <= 0`` / ``levels_per_octave < 1``, or ``main`` not in :data:`MAIN_TERMS`
+            or ``strips`` not in :data:`STRIP_TERMS`.
     """
     _check(image, sigma, truncate, levels_per_octave)
-    if main not in MAIN_TERMS:
-        raise InvalidParameterError(f"expected main in {MAIN_TERMS}, got {main!r}")
+    _check_terms(main, strips)
     batch, _, height, width = image.shape
     sigma = sigma.expand(batch, 1, height, width).to(torch.float64)
     radius = radius_map(sigma, truncate)
@@ -123,7 +137,7 @@ def strips_blur(
         lowest = float(sigma[large].min())
         highest = float(sigma[large].max())
         nodes = node_sigmas(lowest, highest, levels_per_octave)
-        blurred = _large_blur(image, sigma, radius, large, nodes, truncate, main)
+        blurred = _large_blur(image, sigma, radius, large, nodes, truncate, main, strips)
         output = torch.where(large, blurred, output)
     return output
 
@@ -194,30 +208,39 @@ def tail_coefficients(
     """
     sigma = np.asarray(sigma, dtype=np.float64).reshape(-1)
     radius = np.asarray(radius, dtype=np.int64).reshape(-1)
-    out = np.empty((sigma.size, len(POLE_RATES)))
-    for value in np.unique(radius):
-        chosen = radius == value
-        table = _tail_table(float(node), int(value), float(truncate))
-        lo, hi = (value - 0.5) / truncate, (value + 0.5) / truncate
-        u = np.clip((sigma[chosen] - lo) / (hi - lo) * TABLE_STEPS, 0.0, TABLE_STEPS)
-        first = np.minimum(np.floor(u).astype(np.int64), TABLE_STEPS - 1)
-        frac = (u - first)[:, None]
-        out[chosen] = (1.0 - frac) * table[first] + frac * table[first + 1]
-    return out
+    values, inverse = np.unique(radius, return_inverse=True)  # O(N log N), not O(N * radii)
+    if values.size == 0:
+        return np.empty((0, len(POLE_RATES)))
+    tables = np.stack([_tail_table(float(node), int(v), float(truncate)) for v in values])
+    lo, hi = (values - 0.5) / truncate, (values + 0.5) / truncate
+    u = np.clip((sigma - lo[inverse]) / (hi - lo)[inverse] * TABLE_STEPS, 0.0, TABLE_STEPS)
+    first = np.minimum(np.floor(u).astype(np.int64), TABLE_STEPS - 1)
+    frac = (u - first)[:, None]
+    return (1.0 - frac) * tables[inverse, first] + frac * tables[inverse, first + 1]
 
 
 def pixel_kernel(
-    sigma: float, nodes: list[float], truncate: float, reach: int
+    sigma: float,
+    nodes: list[float],
+    truncate: float,
+    reach: int,
+    main: str = "fft",
+    strips: str = "fft",
+    position: tuple[int, int] = (0, 0),
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """The effective 1-D factors of one pixel's kernel, for the bound and the tests.
 
     Built from the functions the operator uses (:func:`adaptiveblur.ops.levels.stencil_weights`
-    in float64, :func:`tail_coefficients`, :func:`poles`); offsets ``-reach..reach``.
+    in float64, :func:`tail_coefficients`, :func:`poles`); offsets ``-reach..reach``. With
+    ``main="pyramid"`` the main term's factors, and with ``strips="recursive"`` the strips'
+    profiles along the edge, are the pyramid's kernels (:func:`pyramid_kernel`) at the
+    phases of the pixel at ``position = (y, x)`` (cropped to ``-reach..reach``).
 
     Returns:
         ``(rows, cols, scale)``: the kernel is ``scale * sum_j rows[j] (x) cols[j]``
         (``rows`` and ``cols`` are ``(J, 2 reach + 1)``, ``rows`` along y).
     """
+    _check_terms(main, strips)
     s = torch.tensor([[[[sigma]]]], dtype=torch.float64)
     start, weights = stencil_weights(s, nodes)
     first = int(start.flatten()[0])
@@ -230,6 +253,14 @@ def pixel_kernel(
         weight = float(weights[i].flatten()[0])
         node = nodes[first + i]
         gauss = np.exp(-(d * d) / (2.0 * node * node)) / gaussian_mass(node)
+        main_y = main_x = profile_y = profile_x = gauss
+        if main == "pyramid" or strips == "recursive":
+            along_y = _phase_kernel(node, position[0], reach)
+            along_x = _phase_kernel(node, position[1], reach)
+            if main == "pyramid":
+                main_y, main_x = along_y, along_x
+            if strips == "recursive":
+                profile_y, profile_x = along_y, along_x
         coefficients = tail_coefficients(np.array([sigma]), np.array([radius]), node, truncate)[0]
         z = poles(node)
         strip = np.zeros_like(d)
@@ -237,9 +268,20 @@ def pixel_kernel(
         for a, pole in zip(coefficients, z, strict=True):
             strip[outside] += a * pole ** beyond[outside]
             mass += weight * a / (1.0 - pole)
-        rows += [weight * gauss, -weight * gauss, -weight * strip]
-        cols += [gauss, strip, gauss]
+        rows += [weight * main_y, -weight * profile_y, -weight * strip]
+        cols += [main_x, strip, profile_x]
     return np.stack(rows), np.stack(cols), 1.0 / (1.0 - 4.0 * mass)
+
+
+def _phase_kernel(node: float, coordinate: int, reach: int) -> np.ndarray:
+    """Row ``coordinate mod h`` of :func:`pyramid_kernel`, on offsets ``-reach..reach``."""
+    kernel = pyramid_kernel(node)
+    support = kernel.shape[1] // 2
+    row = kernel[coordinate % kernel.shape[0]]
+    out = np.zeros(2 * reach + 1)
+    keep = min(support, reach)
+    out[reach - keep : reach + keep + 1] = row[support - keep : support + keep + 1]
+    return out
 
 
 def exact_kernel_1d(sigma: float, truncate: float, reach: int) -> np.ndarray:
@@ -251,7 +293,11 @@ def exact_kernel_1d(sigma: float, truncate: float, reach: int) -> np.ndarray:
 
 
 def pixel_bound(
-    sigma: float, nodes: list[float], truncate: float = DEFAULT_TRUNCATE, main: str = "fft"
+    sigma: float,
+    nodes: list[float],
+    truncate: float = DEFAULT_TRUNCATE,
+    main: str = "fft",
+    strips: str = "fft",
 ) -> float:
     """``sup`` over images in [0, 1] of ``|strips - exact|`` at a pixel of ``sigma``.
 
@@ -266,9 +312,15 @@ def pixel_bound(
     inequality, ``||A_k - G_k||_1 <= e_k (a_k + 1)`` and ``|sum (A_k - G_k)|`` too, with
     ``(e_k, a_k)`` from :func:`pyramid_error` (max over phases), this adds
     ``|scale| sum_k |w_k| e_k (a_k + 1)`` to the FFT bound, for every phase.
+
+    With ``strips="recursive"`` the strips' profiles along the edge are the pyramid's
+    ``k_r`` instead of ``g_k`` (the recursions themselves are exact: :func:`geometric_scan`),
+    so node ``k``'s four strips ``-w_k (g_k (x) S_k + S_k (x) g_k)`` (``S_k`` the two-sided
+    strip factor) change by ``-w_k ((k_ry - g_k) (x) S_k + S_k (x) (k_rx - g_k))``, of
+    ``l1`` norm (and absolute sum) at most ``2 |w_k| e_k ||S_k||_1`` with ``||S_k||_1 <= 2
+    sum_m |a_km| / (1 - z_km)``; ``|scale|`` times their sum is added, for every phase.
     """
-    if main not in MAIN_TERMS:
-        raise InvalidParameterError(f"expected main in {MAIN_TERMS}, got {main!r}")
+    _check_terms(main, strips)
     radius = math.floor(truncate * sigma + 0.5)
     start, stencil = stencil_weights(torch.tensor([[[[sigma]]]], dtype=torch.float64), nodes)
     first = int(start.flatten()[0])
@@ -295,6 +347,14 @@ def pixel_bound(
         for i in range(_STENCIL):
             error, norm = pyramid_error(nodes[first + i])
             bound += abs(scale) * abs(float(stencil[i].flatten()[0])) * error * (norm + 1.0)
+    if strips == "recursive":
+        for i in range(_STENCIL):
+            node = nodes[first + i]
+            error, _ = pyramid_error(node)
+            a = tail_coefficients(np.array([sigma]), np.array([radius]), node, truncate)[0]
+            strip_norm = 2.0 * float((np.abs(a) / (1.0 - poles(node))).sum())
+            weight = abs(float(stencil[i].flatten()[0]))
+            bound += abs(scale) * weight * 2.0 * error * strip_norm
     return bound
 
 
@@ -306,17 +366,18 @@ def _large_blur(
     nodes: list[float],
     truncate: float,
     main: str = "fft",
+    strips: str = "fft",
 ) -> torch.Tensor:
     """The levels-and-strips operator at every pixel (meaningful where ``large``).
 
-    ``sigma`` is ``(B, 1, H, W)`` float64, ``radius`` its radii, ``main`` as in
-    :func:`strips_blur`. Returns ``(B, C, H, W)``.
+    ``sigma`` is ``(B, 1, H, W)`` float64, ``radius`` its radii, ``main`` and ``strips`` as
+    in :func:`strips_blur`. Returns ``(B, C, H, W)``.
     """
     dtype = image.dtype
     height, width = image.shape[-2:]
     extended = _mirror_period(image)
     period_y, period_x = extended.shape[-2:]
-    spectrum = torch.fft.rfft2(extended)
+    spectrum = torch.fft.rfft2(extended) if "fft" in (main, strips) else None
     start, weights = stencil_weights(sigma, nodes)
     ys = torch.arange(height).view(1, 1, -1, 1)
     xs = torch.arange(width).view(1, 1, 1, -1)
@@ -339,49 +400,171 @@ def _large_blur(
         ranges = [(0, height - 1), (0, width - 1)]
         pyramid = pyramid_levels(extended, (-2, -1), ranges, [nodes[k] for k in used])
         main_terms = dict(zip(used, pyramid, strict=True))
+    if strips == "recursive" and used:
+        profiles = dict(
+            zip(used, _recursive_profiles(image, [nodes[k] for k in used]), strict=True)
+        )
     for k in used:
         node, weight = nodes[k], node_weights[k]
         coefficients = torch.zeros((len(POLE_RATES),) + tuple(sigma.shape), dtype=torch.float64)
         table = tail_coefficients(sigma_large, radius_large, node, truncate)
         coefficients[:, large] = torch.from_numpy(table.T.copy())
-        gauss_y = _gaussian_spectrum(node, period_y, onesided=False).to(dtype)
-        gauss_x = _gaussian_spectrum(node, period_x, onesided=True).to(dtype)
         if main == "pyramid":
-            level = main_terms[k]
+            level = main_terms.pop(k)
         else:
+            assert spectrum is not None
+            gauss_y = _gaussian_spectrum(node, period_y, onesided=False).to(dtype)
+            gauss_x = _gaussian_spectrum(node, period_x, onesided=True).to(dtype)
             blurred = torch.fft.irfft2(
                 spectrum * torch.outer(gauss_y, gauss_x), s=(period_y, period_x)
             )
             level = blurred[..., :height, :width]
+        if strips == "recursive":
+            e_xs, e_ys = _recursive_strips(*profiles.pop(k), node)
+        else:
+            assert spectrum is not None
+            e_xs, e_ys = _fft_strips(spectrum, node, height, width)
         strip = torch.zeros_like(level)
-        along_y = spectrum * gauss_y[:, None]  # blurred along y: the horizontal strips' profile
-        along_x = spectrum * gauss_x[None, :]
         for m, pole in enumerate(poles(node)):
             a = coefficients[m].to(dtype)
-            recursion_x = _geometric_spectrum(float(pole), period_x, onesided=True)
-            e_x = torch.fft.irfft2(
-                along_y * recursion_x.to(spectrum.dtype)[None, :], s=(period_y, period_x)
-            )
-            e_x = e_x[..., :height, :]
+            e_x, e_y = e_xs[m], e_ys[m]
             strip += a * (torch.gather(e_x, -1, read_right) + torch.gather(e_x, -1, read_left))
-            recursion_y = _geometric_spectrum(float(pole), period_y, onesided=False)
-            e_y = torch.fft.irfft2(
-                along_x * recursion_y.to(spectrum.dtype)[:, None], s=(period_y, period_x)
-            )
-            e_y = e_y[..., :, :width]
             strip += a * (torch.gather(e_y, -2, read_down) + torch.gather(e_y, -2, read_up))
             mass += weight * coefficients[m] / (1.0 - float(pole))
         total += weight.to(dtype) * (level - strip)
     return total / (1.0 - 4.0 * mass).to(dtype)
 
 
+def strip_images(
+    image: torch.Tensor, nodes: list[float], strips: str = "fft"
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The strip images of ``image`` at every node, mirrored borders.
+
+    Per node ``(Ex, Ey)``: ``Ex[m]`` is ``E_km(u) = sum_{t >= 0} z_km**t Y_k(u + t)`` along x
+    on rows ``0..H-1`` and one period ``Px = max(2 W - 2, 1)`` of columns ``u``, with ``Y_k``
+    the image blurred along y at ``s_k`` (``(M, B, C, H, Px)``); ``Ey`` the same with the
+    axes swapped (``(M, B, C, Py, W)``). ``strips="fft"``: exact to rounding; ``"recursive"``:
+    ``Y_k`` on the pyramid (:func:`pyramid_levels` along y only, full resolution along x),
+    then :func:`geometric_scan` (exact on the periodic extension).
+
+    Raises:
+        InvalidParameterError: ``strips`` not in :data:`STRIP_TERMS`.
+    """
+    _check_terms("fft", strips)
+    height, width = image.shape[-2:]
+    if strips == "recursive":
+        profiles = _recursive_profiles(image, nodes)
+        return [
+            _recursive_strips(py, px, node) for (py, px), node in zip(profiles, nodes, strict=True)
+        ]
+    spectrum = torch.fft.rfft2(_mirror_period(image))
+    return [_fft_strips(spectrum, node, height, width) for node in nodes]
+
+
+def _fft_strips(
+    spectrum: torch.Tensor, node: float, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`strip_images` of node ``node`` from the mirrored period's ``rfft2``, by FFT."""
+    period_y = spectrum.shape[-2]
+    period_x = max(2 * width - 2, 1)
+    real = torch.float64 if spectrum.dtype == torch.complex128 else torch.float32
+    gauss_y = _gaussian_spectrum(node, period_y, onesided=False).to(real)
+    gauss_x = _gaussian_spectrum(node, period_x, onesided=True).to(real)
+    along_y = spectrum * gauss_y[:, None]  # blurred along y: the horizontal strips' profile
+    along_x = spectrum * gauss_x[None, :]
+    e_xs, e_ys = [], []
+    for pole in poles(node):
+        recursion_x = _geometric_spectrum(float(pole), period_x, onesided=True)
+        e_x = torch.fft.irfft2(
+            along_y * recursion_x.to(spectrum.dtype)[None, :], s=(period_y, period_x)
+        )
+        e_xs.append(e_x[..., :height, :])
+        recursion_y = _geometric_spectrum(float(pole), period_y, onesided=False)
+        e_y = torch.fft.irfft2(
+            along_x * recursion_y.to(spectrum.dtype)[:, None], s=(period_y, period_x)
+        )
+        e_ys.append(e_y[..., :, :width])
+    return torch.stack(e_xs), torch.stack(e_ys)
+
+
+def _recursive_profiles(
+    image: torch.Tensor, nodes: list[float]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per node, ``image`` blurred along y only and along x only, on the pyramid: ``(B, C, H, W)`` each."""
+    height, width = image.shape[-2:]
+    along_y = pyramid_levels(_mirror_dim(image, -2), (-2,), [(0, height - 1)], nodes)
+    along_x = pyramid_levels(_mirror_dim(image, -1), (-1,), [(0, width - 1)], nodes)
+    return list(zip(along_y, along_x, strict=True))
+
+
+def _recursive_strips(
+    profile_y: torch.Tensor, profile_x: torch.Tensor, node: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`strip_images` of one node from its profiles (blurred along y, along x)."""
+    z = poles(node)
+    return (
+        geometric_scan(_mirror_dim(profile_y, -1), -1, z),
+        geometric_scan(_mirror_dim(profile_x, -2), -2, z),
+    )
+
+
+def geometric_scan(values: torch.Tensor, dim: int, z: np.ndarray) -> torch.Tensor:
+    """``E_m(u) = sum_{t >= 0} z_m**t Y((u + t) mod P)`` for one period ``Y`` along ``dim``.
+
+    The first-order recursion ``E(u) = Y(u) + z E(u + 1)`` run backwards over the period,
+    as a blocked scan (:data:`_SCAN_BLOCK` multiply-adds per value and pole, plus one carry
+    per block, whatever ``z``): within each block of ``b`` values a triangular matrix of
+    ``z**j`` gives the sums to the block's end; a loop over blocks carries ``E'((j + 1) b)``
+    (``E'`` sums to the period's end only); then ``E(u) = E'(u) + z**(P - u) E(0)`` with
+    ``E(0) = E'(0) / (1 - z**P)``, the closed form of the periodic sum: no truncation.
+
+    Args:
+        values: one period along ``dim`` (negative), float32 or float64.
+        dim: the recursion's axis, ``< 0``.
+        z: poles, each in ``[0, 1)``.
+
+    Returns:
+        ``(len(z),) + values.shape`` in ``values``' dtype.
+    """
+    dtype = values.dtype
+    z = np.asarray(z, dtype=np.float64)
+    count = z.size
+    moved = values.movedim(dim, -1)
+    period = moved.shape[-1]
+    batch = moved.shape[:-1]
+    block = min(_SCAN_BLOCK, period)
+    blocks = -(-period // block)
+    flat = torch.nn.functional.pad(moved.reshape(-1, period), (0, blocks * block - period))
+    i = np.arange(block)
+    lag = i[:, None] - i[None, :]  # [i', i]: i' - i
+    powers = np.where(lag >= 0, z[:, None, None] ** np.maximum(lag, 0), 0.0)  # (M, b, b)
+    matrix = torch.from_numpy(powers.transpose(1, 0, 2).reshape(block, count * block).copy())
+    # local[n, j, m, i] = sum_{i' >= i} z_m**(i' - i) Y(j b + i'): sums to the block's end
+    local = (flat.reshape(-1, block) @ matrix.to(dtype)).reshape(-1, blocks, count, block)
+    step = torch.from_numpy(z**block).to(dtype)
+    carry = torch.zeros(local.shape[0], blocks + 1, count, dtype=dtype)  # E'(j b)
+    for j in range(blocks - 1, -1, -1):
+        carry[:, j] = local[:, j, :, 0] + step * carry[:, j + 1]
+    decay = torch.from_numpy(z[:, None] ** (block - i)[None, :]).to(dtype)  # (M, b)
+    partial = local + carry[:, 1:, :, None] * decay  # E'(u): sums to the period's end
+    partial = partial.permute(2, 0, 1, 3).reshape(count, -1, blocks * block)[..., :period]
+    first = carry[:, 0] * torch.from_numpy(1.0 / (1.0 - z**period)).to(dtype)  # E(0), (N, M)
+    wrap = torch.from_numpy(z[:, None] ** (period - np.arange(period))[None, :]).to(dtype)
+    out = partial + first.T[:, :, None] * wrap[:, None, :]
+    return out.reshape((count,) + tuple(batch) + (period,)).movedim(-1, dim)
+
+
+def _mirror_dim(image: torch.Tensor, dim: int) -> torch.Tensor:
+    """One period of the mirrored extension along ``dim``: ``max(2 n - 2, 1)`` samples."""
+    size = image.shape[dim]
+    if size > 2:
+        image = torch.cat([image, image.flip(dim).narrow(dim, 1, size - 2)], dim)
+    return image
+
+
 def _mirror_period(image: torch.Tensor) -> torch.Tensor:
     """One period of the mirrored extension along both axes: ``(B, C, Py, Px)``, ``P = max(2n - 2, 1)``."""
-    for dim in (-2, -1):
-        size = image.shape[dim]
-        if size > 2:
-            image = torch.cat([image, image.flip(dim).narrow(dim, 1, size - 2)], dim)
-    return image
+    return _mirror_dim(_mirror_dim(image, -2), -1)
 
 
 def _frequencies(period: int, onesided: bool) -> torch.Tensor:
@@ -408,6 +591,14 @@ def _geometric_spectrum(pole: float, period: int, onesided: bool) -> torch.Tenso
     count = period // 2 + 1 if onesided else period
     angle = 2.0 * math.pi * torch.arange(count, dtype=torch.float64) / period
     return 1.0 / (1.0 - pole * torch.polar(torch.ones_like(angle), angle))
+
+
+def _check_terms(main: str, strips: str) -> None:
+    """Raise ``ValueError`` unless ``main`` and ``strips`` name known computations."""
+    if main not in MAIN_TERMS:
+        raise InvalidParameterError(f"expected main in {MAIN_TERMS}, got {main!r}")
+    if strips not in STRIP_TERMS:
+        raise InvalidParameterError(f"expected strips in {STRIP_TERMS}, got {strips!r}")
 
 
 def _check(image: torch.Tensor, sigma: torch.Tensor, truncate: float, per_octave: int) -> None:
