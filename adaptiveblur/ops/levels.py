@@ -142,16 +142,16 @@ def _plan_subtiles(
     return plan
 
 
-def level_sigmas(lowest: float, highest: float) -> list[float]:
+def level_sigmas(lowest: float, highest: float, per_octave: int | None = None) -> list[float]:
     """Ascending sigma nodes for pixel sigmas in ``[lowest, highest]``.
 
     ``highest`` itself (no level is wider than the halo), then
-    ``highest * 2**(-(k + 1/2) / LEVELS_PER_OCTAVE)`` for ``k = 0, 1, ...`` down to the
+    ``highest * 2**(-(k + 1/2) / per_octave)`` for ``k = 0, 1, ...`` down to the
     first node below ``lowest`` and one more, so that every interval has a node below
     it; at least four nodes. The half step puts a node close under the top, where the
-    stencil is one-sided.
+    stencil is one-sided. ``per_octave`` defaults to :data:`LEVELS_PER_OCTAVE`.
     """
-    ratio = 2.0 ** (1.0 / LEVELS_PER_OCTAVE)
+    ratio = 2.0 ** (1.0 / (LEVELS_PER_OCTAVE if per_octave is None else per_octave))
     nodes = [highest, highest / math.sqrt(ratio)]
     while nodes[-1] > lowest:
         nodes.append(nodes[-1] / ratio)

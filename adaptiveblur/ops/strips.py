@@ -61,7 +61,7 @@ import torch
 from adaptiveblur.borders import read_window
 from adaptiveblur.errors import InvalidParameterError
 from adaptiveblur.kernels import DEFAULT_TRUNCATE, radius_map
-from adaptiveblur.ops.levels import EXACT_RADIUS, stencil_weights
+from adaptiveblur.ops.levels import EXACT_RADIUS, level_sigmas, stencil_weights
 from adaptiveblur.ops.small_exact import blur_exact_small
 from adaptiveblur.ops.tile import TileInput
 
@@ -143,21 +143,11 @@ def strips_blur(
 
 
 def node_sigmas(lowest: float, highest: float, per_octave: int = LEVELS_PER_OCTAVE) -> list[float]:
-    """Ascending node sigmas for pixel sigmas in ``[lowest, highest]``.
-
-    As :func:`adaptiveblur.ops.levels.level_sigmas` with ``per_octave`` nodes per
-    octave: ``highest``, then ``highest * 2**(-(k + 1/2) / per_octave)`` down to the
-    first node below ``lowest`` and one more; at least four nodes.
-    """
-    ratio = 2.0 ** (1.0 / per_octave)
-    nodes = [highest, highest / math.sqrt(ratio)]
-    while nodes[-1] > lowest:
-        nodes.append(nodes[-1] / ratio)
-    for _ in range(_STENCIL // 2 - 1):
-        nodes.append(nodes[-1] / ratio)
-    while len(nodes) < _STENCIL:
-        nodes.append(nodes[-1] / ratio)
-    return nodes[::-1]
+    """Ascending node sigmas for pixel sigmas in ``[lowest, highest]``:
+    :func:`adaptiveblur.ops.levels.level_sigmas` with ``per_octave`` nodes per octave
+    (``highest``, then ``highest * 2**(-(k + 1/2) / per_octave)`` down to the first node
+    below ``lowest`` and one more; at least four nodes)."""
+    return level_sigmas(lowest, highest, per_octave)
 
 
 def poles(node: float) -> np.ndarray:
