@@ -80,7 +80,7 @@ def _read_window(
         import torch.nn.functional as F
 
         inside = image[..., max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
-        return F.pad(inside, amounts, mode=_TORCH_PAD[mode])
+        return F.pad(inside, amounts, mode=mode)  # torch's names for the three modes
     rows = source_runs(y0, y1, height, mode)
     cols = source_runs(x0, x1, width, mode)
     shape = (*image.shape[:-2], y1 - y0, x1 - x0)
@@ -94,10 +94,6 @@ def _read_window(
                 band, col, -1
             )
     return window
-
-
-# torch.nn.functional.pad's name of each mode
-_TORCH_PAD = {"reflect": "reflect", "replicate": "replicate", "constant": "constant"}
 
 
 def _pad_amounts(
@@ -180,22 +176,17 @@ def fold_window(
 
     # A pair of runs that reads the whole image once, in order, starts the sum (a copy
     # instead of zeros plus an addition); the other pairs are added in their fixed order.
-    whole = [
-        (row, col)
-        for row in rows
-        for col in cols
-        if row[1:] == (size[0], 0, 1) and col[1:] == (size[1], 0, 1)
-    ]
-    if whole:
-        row, col = whole[0]
-        part = grad.narrow(-2, row[0], size[0]).narrow(-1, col[0], size[1])
+    row_whole = next((row for row in rows if row[1:] == (size[0], 0, 1)), None)
+    col_whole = next((col for col in cols if col[1:] == (size[1], 0, 1)), None)
+    if row_whole is not None and col_whole is not None:
+        part = grad.narrow(-2, row_whole[0], size[0]).narrow(-1, col_whole[0], size[1])
         folded = part.clone(memory_format=torch.contiguous_format)  # never grad's storage
     else:
         folded = torch.zeros((*grad.shape[:-2], *size), dtype=grad.dtype, device=grad.device)
     for row in rows:
         band = _run_part(grad, row, -2)
         for col in cols:
-            if whole and (row, col) == whole[0]:
+            if row is row_whole and col is col_whole:
                 continue
             part = _run_part(band, col, -1)
             folded.narrow(-2, *_run_target(row)).narrow(-1, *_run_target(col)).add_(part)

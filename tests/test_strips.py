@@ -41,6 +41,21 @@ def reference(image: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     return loop_blur(image, sigma.astype(np.float32).astype(np.float64))
 
 
+def node_grids(
+    sigmas: tuple[float, ...], placements: tuple[tuple[int, float], ...]
+) -> list[tuple[float, list[float]]]:
+    """``(sigma, nodes)`` for each float32 pixel sigma and each top node ``steps + phase``
+    node intervals above it: the proof's sweep, coarsely."""
+    ratio = 2.0 ** (1.0 / strips.LEVELS_PER_OCTAVE)
+    grids = []
+    for value in sigmas:
+        sigma = float(np.float32(value))
+        for steps, phase in placements:
+            top = float(np.float32(sigma * ratio ** (steps + phase)))
+            grids.append((sigma, strips.node_sigmas(sigma, top)))
+    return grids
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(
     ("height", "width", "top"),
@@ -138,13 +153,10 @@ def test_impulse_response_is_the_proven_kernel(sigma: float, top: float) -> None
 
 def test_bound_constant_covers_a_coarse_sweep() -> None:
     """``pixel_bound`` on a coarse subset of the proof's sweep stays under ERROR_BOUND."""
-    ratio = 2.0 ** (1.0 / strips.LEVELS_PER_OCTAVE)
     worst = 0.0
-    for sigma in (3.1668, 3.5, 4.49, 7.2, 11.83, 23.5):
-        sigma = float(np.float32(sigma))
-        for steps, phase in ((0, 0.0), (0, 0.5), (1, 0.25), (2, 0.75)):
-            top = float(np.float32(sigma * ratio ** (steps + phase)))
-            worst = max(worst, strips.pixel_bound(sigma, strips.node_sigmas(sigma, top)))
+    placements = ((0, 0.0), (0, 0.5), (1, 0.25), (2, 0.75))
+    for sigma, nodes in node_grids((3.1668, 3.5, 4.49, 7.2, 11.83, 23.5), placements):
+        worst = max(worst, strips.pixel_bound(sigma, nodes))
     assert 0.0 < worst <= BOUND
 
 
@@ -239,17 +251,12 @@ def test_pyramid_operator_within_bound(
 
 def test_pyramid_bound_covers_a_coarse_sweep() -> None:
     """``pixel_bound(main="pyramid")`` exceeds the FFT one, by little, and stays under the bound."""
-    ratio = 2.0 ** (1.0 / strips.LEVELS_PER_OCTAVE)
     worst = 0.0
-    for sigma in (3.1668, 3.62, 7.2, 23.5):
-        sigma = float(np.float32(sigma))
-        for steps, phase in ((0, 0.0), (1, 0.5)):
-            top = float(np.float32(sigma * ratio ** (steps + phase)))
-            nodes = strips.node_sigmas(sigma, top)
-            fft = strips.pixel_bound(sigma, nodes)
-            pyramid = strips.pixel_bound(sigma, nodes, main="pyramid")
-            assert fft < pyramid < fft + 0.002 / 255
-            worst = max(worst, pyramid)
+    for sigma, nodes in node_grids((3.1668, 3.62, 7.2, 23.5), ((0, 0.0), (1, 0.5))):
+        fft = strips.pixel_bound(sigma, nodes)
+        pyramid = strips.pixel_bound(sigma, nodes, main="pyramid")
+        assert fft < pyramid < fft + 0.002 / 255
+        worst = max(worst, pyramid)
     assert worst <= PYRAMID_BOUND
 
 
@@ -379,17 +386,12 @@ def test_recursive_float32_rounding(rng: np.random.Generator) -> None:
 
 def test_recursive_bound_covers_a_coarse_sweep() -> None:
     """``pixel_bound(strips="recursive")`` exceeds the FFT-strips one by little, under the bound."""
-    ratio = 2.0 ** (1.0 / strips.LEVELS_PER_OCTAVE)
     worst = 0.0
-    for sigma in (3.1668, 3.62, 23.5, 200.0):
-        sigma = float(np.float32(sigma))
-        for steps, phase in ((0, 0.0), (1, 0.5)):
-            top = float(np.float32(sigma * ratio ** (steps + phase)))
-            nodes = strips.node_sigmas(sigma, top)
-            fft = strips.pixel_bound(sigma, nodes, main="pyramid")
-            recursive = strips.pixel_bound(sigma, nodes, main="pyramid", strips="recursive")
-            assert fft < recursive < fft + 1e-4 / 255
-            worst = max(worst, recursive)
+    for sigma, nodes in node_grids((3.1668, 3.62, 23.5, 200.0), ((0, 0.0), (1, 0.5))):
+        fft = strips.pixel_bound(sigma, nodes, main="pyramid")
+        recursive = strips.pixel_bound(sigma, nodes, main="pyramid", strips="recursive")
+        assert fft < recursive < fft + 1e-4 / 255
+        worst = max(worst, recursive)
     assert worst <= RECURSIVE_BOUND
 
 

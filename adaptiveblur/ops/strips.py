@@ -545,16 +545,23 @@ def geometric_scan(values: torch.Tensor, dim: int, z: np.ndarray) -> torch.Tenso
 
 
 def _mirror_dim(image: torch.Tensor, dim: int) -> torch.Tensor:
-    """One period of the mirrored extension along ``dim``: ``max(2 n - 2, 1)`` samples."""
-    size = image.shape[dim]
-    if size > 2:
-        image = torch.cat([image, image.flip(dim).narrow(dim, 1, size - 2)], dim)
-    return image
+    """One period of the mirrored extension along ``dim`` (-2 or -1): ``max(2 n - 2, 1)``
+    samples."""
+    height, width = image.shape[-2:]
+    rows = _period(height) if dim == -2 else height
+    cols = _period(width) if dim == -1 else width
+    return read_window(image, 0, rows, 0, cols, "reflect")
 
 
 def _mirror_period(image: torch.Tensor) -> torch.Tensor:
     """One period of the mirrored extension along both axes: ``(B, C, Py, Px)``, ``P = max(2n - 2, 1)``."""
-    return _mirror_dim(_mirror_dim(image, -2), -1)
+    height, width = image.shape[-2:]
+    return read_window(image, 0, _period(height), 0, _period(width), "reflect")
+
+
+def _period(size: int) -> int:
+    """The mirrored extension's period along an axis of ``size`` samples."""
+    return max(2 * size - 2, 1)
 
 
 def _frequencies(period: int, onesided: bool) -> torch.Tensor:
